@@ -1,0 +1,67 @@
+"""LoRA settings shared by the generator and the retriever, and adapter tensors in and out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+
+@dataclass
+class LoraSettings:
+    """LoRA hyperparameters.
+
+    Attributes:
+        r: rank of the update matrices.
+        alpha: scaling numerator; the update is scaled by ``alpha / r``.
+        dropout: dropout on the LoRA input during training.
+        target_modules: names of the linear layers to adapt; empty means the model's usual
+            attention projections (``q_proj/k_proj/v_proj/o_proj`` for Llama-style
+            generators, ``query/value`` for BERT-style retrievers).
+        seed: seed for the initial (random) A matrices, so every site and the server start
+            from the same adapter.
+    """
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+def attach_lora(model: torch.nn.Module, settings: LoraSettings, default_targets: list[str]):
+    """Wrap ``model`` with a fresh, seeded LoRA adapter; only the adapter trains."""
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules) or default_targets,
+        bias="none",
+    )
+    devices_rng = torch.random.fork_rng(devices=[])
+    with devices_rng:
+        torch.manual_seed(settings.seed)
+        return get_peft_model(model, config)
+
+
+def adapter_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
+    """The adapter's trainable tensors only (PEFT's own key names), detached copies."""
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+
+
+def load_adapter_state_dict(model: PeftModel, state: dict[str, torch.Tensor]) -> None:
+    """Put adapter tensors (as returned by ``adapter_state_dict``) into ``model``.
+
+    Raises ``ValueError`` naming the keys when ``state`` does not fit the model's adapter.
+    """
+    expected = set(get_peft_model_state_dict(model))
+    missing, unexpected = expected - set(state), set(state) - expected
+    if missing or unexpected:
+        raise ValueError(
+            "Adapter tensors do not match this model's adapter: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]} "
+            "(were they made with other LoRA settings or another base model?)"
+        )
+    set_peft_model_state_dict(model, state)

@@ -1,0 +1,111 @@
+"""The retriever: a sentence-transformers encoder with a LoRA adapter on the query path."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sentence_transformers import SentenceTransformer
+
+from fedrag_flower.models import PACKAGED_RETRIEVER, resolve_retriever
+from fedrag_flower.rag.lora import LoraSettings, adapter_state_dict, attach_lora
+from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
+
+_BERT_TARGETS = ["query", "value"]
+
+
+class Retriever:
+    """Encodes queries and chunks into unit vectors; their dot product is the cosine score.
+
+    With one shared encoder (``context_model_name_or_path=None``, e.g. MiniLM) the LoRA
+    adapter is switched on for queries and off for chunks, so chunk embeddings stay those of
+    the frozen base model and a built index never needs re-encoding. With a dual encoder the
+    context encoder has no adapter at all.
+
+    Args:
+        model_name_or_path: query encoder (any sentence-transformers id or path).
+        context_model_name_or_path: separate context encoder, or ``None`` to share.
+        lora: LoRA settings for the query path, or ``None`` for no adapter.
+        device: torch device.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str = PACKAGED_RETRIEVER,
+        context_model_name_or_path: str | None = None,
+        lora: LoraSettings | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.model_name_or_path = model_name_or_path
+        self.context_model_name_or_path = context_model_name_or_path
+        self.lora = lora if lora is not None else LoraSettings(r=8, alpha=16, dropout=0.0)
+        self.device = device
+        self.query_model = SentenceTransformer(resolve_retriever(model_name_or_path), device=device)
+        self.context_model = (
+            SentenceTransformer(resolve_retriever(context_model_name_or_path), device=device)
+            if context_model_name_or_path
+            else None
+        )
+        encoder = self.query_model[0]
+        # PEFT injects the LoRA layers into the encoder in place; keeping the PeftModel in
+        # the module's slot also gives us its disable_adapter() for the chunk side.
+        self.peft_model = attach_lora(encoder.model, self.lora, _BERT_TARGETS)
+        encoder.model = self.peft_model
+        for module in (self.query_model, self.context_model):
+            if module is not None:
+                module.eval()
+
+    @property
+    def dim(self) -> int:
+        return self.query_model.get_sentence_embedding_dimension()
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.peft_model.parameters() if p.requires_grad]
+
+    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-norm query embeddings (adapter on), as float32 numpy, without gradient."""
+        with torch.inference_mode():
+            parts = [
+                self.query_embeddings(texts[i : i + batch_size])
+                for i in range(0, len(texts), batch_size)
+            ]
+        return (
+            torch.cat(parts).float().cpu().numpy() if parts else np.zeros((0, self.dim), "float32")
+        )
+
+    def query_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm query embeddings as a tensor that carries gradient into the adapter."""
+        features = self.query_model.preprocess(texts)
+        features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
+        embeddings = self.query_model(features)["sentence_embedding"]
+        return F.normalize(embeddings, dim=-1)
+
+    def encode_chunks(
+        self, texts: list[str], batch_size: int = 64, show_progress: bool = False
+    ) -> np.ndarray:
+        """Unit-norm chunk embeddings from the frozen context side, float32 numpy."""
+        kwargs = dict(
+            batch_size=batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=show_progress,
+        )
+        if self.context_model is not None:
+            return self.context_model.encode(texts, **kwargs).astype("float32")
+        with self.peft_model.disable_adapter():
+            return self.query_model.encode(texts, **kwargs).astype("float32")
+
+    def adapter_state_dict(self) -> dict[str, torch.Tensor]:
+        return adapter_state_dict(self.peft_model)
+
+    def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        _load_adapter(self.peft_model, state)
+
+    def save_adapter(self, directory: str) -> None:
+        """Save the query adapter in PEFT's format (``adapter_config.json`` + safetensors)."""
+        self.peft_model.save_pretrained(directory)
+
+    def load_adapter(self, directory: str) -> None:
+        from peft.utils import load_peft_weights
+
+        self.load_adapter_state_dict(load_peft_weights(directory, device=self.device))
