@@ -1,0 +1,148 @@
+"""Commands for a hospital joining a fedrag-flower federation.
+
+    fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl --qa test.jsonl
+    fedrag-flower node-key --out ~/fedrag-node --name hospital-a
+    fedrag-flower supernode-command --superlink fl.example.org:9191 --root-cert ca.crt \\
+        --key ~/fedrag-node/node.key --corpus corpus.jsonl --train train.jsonl \\
+        --test test.jsonl --data-dir ~/fedrag-index
+
+Each command is a function of its parsed arguments returning an exit status;
+:func:`register` adds them to the ``fedrag-flower`` parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from fedrag_flower import deployment
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``check-data``, ``node-key`` and ``supernode-command`` to ``subparsers``."""
+    check = subparsers.add_parser(
+        "check-data",
+        help="validate a site's corpus and QA files",
+        description="Check a corpus file and QA files; report every problem by file, row "
+        "and field. Exit status 1 if there is any.",
+    )
+    check.add_argument("--corpus", required=True, help="corpus file: rows {id, text}")
+    check.add_argument(
+        "--qa",
+        action="append",
+        default=[],
+        help="QA file: rows {query, response, gold_ids}; repeat for train and test",
+    )
+    check.set_defaults(func=check_data)
+
+    key = subparsers.add_parser(
+        "node-key",
+        help="generate this site's SuperNode key pair",
+        description="Generate this site's SuperNode credentials: an ECDSA key pair (send "
+        "only the public key to the coordinator) and a TLS certificate for the SuperNode's "
+        "loopback Runtime API.",
+    )
+    key.add_argument("--out", required=True, type=Path, help="folder to write them into")
+    key.add_argument("--name", default="", help="site name (default: the folder's name)")
+    key.add_argument("--force", action="store_true", help="replace existing credentials")
+    key.set_defaults(func=node_key)
+
+    command = subparsers.add_parser(
+        "supernode-command",
+        help="print the commands that start this site's SuperNode",
+        description="Print the two commands that connect this site to the federation: "
+        "the SuperNode, and the SuperExec that runs its ClientApps on this site's data.",
+    )
+    command.add_argument("--superlink", required=True, help="the SuperLink's HOST:PORT")
+    command.add_argument(
+        "--root-cert", required=True, type=Path, help="the coordinator's CA certificate"
+    )
+    command.add_argument(
+        "--key", required=True, type=Path, help="this site's node.key (from node-key)"
+    )
+    command.add_argument("--corpus", required=True, type=Path, help="corpus file")
+    command.add_argument("--train", required=True, type=Path, help="training QA file")
+    command.add_argument("--test", type=Path, help="held-out QA file (for evaluation)")
+    command.add_argument(
+        "--data-dir", required=True, type=Path, help="writable folder for this site's index"
+    )
+    command.add_argument(
+        "--runtime-port",
+        type=int,
+        default=deployment.SUPERNODE_RUNTIME_PORT,
+        help="loopback port of the SuperNode's Runtime API (default: %(default)s)",
+    )
+    command.set_defaults(func=supernode_command)
+
+
+def check_data(args: argparse.Namespace) -> int:
+    """Print every problem in the corpus and QA files; 1 if there is any."""
+    from fedrag_flower.data import check_files
+
+    problems = check_files(args.corpus, args.qa)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    print(f"OK: {args.corpus}" + "".join(f", {qa}" for qa in args.qa))
+    return 0
+
+
+def node_key(args: argparse.Namespace) -> int:
+    """Generate the site's credentials; print what to send and what the coordinator runs."""
+    out = args.out.expanduser().resolve()
+    name = args.name or out.name
+    try:
+        creds = deployment.generate_site_credentials(out, name, force=args.force)
+    except FileExistsError as err:
+        print(f"error: {err}")
+        return 1
+    register = deployment.register_args("node.key.pub", "<connection>", name)
+    print(f"Private key (stays here): {creds.node_key}")
+    print(f"Public key (send it to the coordinator): {creds.node_public_key}")
+    print("The coordinator registers it with:")
+    print(f"  {deployment.command_line('flwr', register)}")
+    return 0
+
+
+def supernode_command(args: argparse.Namespace) -> int:
+    """Print this site's ``flower-supernode`` and ``flower-superexec`` command lines."""
+    key = _absolute(args.key)
+    creds = deployment.SiteCredentials(key.parent)
+    if not creds.runtime_cert.exists():
+        print(
+            f"error: {creds.runtime_cert} not found: --key must be the node.key written by "
+            "`fedrag-flower node-key`, next to its runtime certificate."
+        )
+        return 1
+    node_config = deployment.site_node_config(
+        corpus=str(_absolute(args.corpus)),
+        train=str(_absolute(args.train)),
+        test=str(_absolute(args.test)) if args.test else None,
+        data_dir=str(_absolute(args.data_dir)),
+    )
+    supernode = deployment.supernode_args(
+        superlink=args.superlink,
+        root_cert=str(_absolute(args.root_cert)),
+        node_key=str(key),
+        node_config=node_config,
+        runtime_cert=str(creds.runtime_cert),
+        runtime_key=str(creds.runtime_key),
+        runtime_ca=str(creds.runtime_ca),
+        runtime_port=args.runtime_port,
+    )
+    superexec = deployment.superexec_args(
+        runtime_address=f"127.0.0.1:{args.runtime_port}", root_cert=str(creds.runtime_ca)
+    )
+    print("# 1. The SuperNode: connects to the federation (keep it running)")
+    print(deployment.command_line(deployment.SUPERNODE_PROGRAM, supernode))
+    print("# 2. Its SuperExec: runs the ClientApps on this machine's data (keep it running)")
+    print(
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 "
+        + deployment.command_line(deployment.SUPEREXEC_PROGRAM, superexec)
+    )
+    return 0
+
+
+def _absolute(path: Path) -> Path:
+    return path.expanduser().resolve()
