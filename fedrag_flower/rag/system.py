@@ -217,10 +217,12 @@ class RAGSystem:
         cls,
         directory: str | os.PathLike,
         knowledge_store: KnowledgeStore | None = None,
+        corpus: list[dict] | None = None,
         device: str = "cpu",
     ) -> RAGSystem:
-        """Load a system written by ``save_pretrained``; pass ``knowledge_store`` to query
-        another corpus with the same fine-tuned models."""
+        """Load a system written by ``save_pretrained``. Pass ``knowledge_store``, or
+        ``corpus`` rows to index, to answer from another corpus with the same fine-tuned
+        models (needed when the system was saved without its store)."""
         directory = Path(directory)
         manifest_path = directory / MANIFEST
         if not manifest_path.exists():
@@ -240,6 +242,13 @@ class RAGSystem:
             manifest["generator"]["model"], LoraSettings(**manifest["generator"]["lora"]), device
         )
         generator.load_adapter(str(directory / "generator_adapter"))
-        if knowledge_store is None:
+        if knowledge_store is None and corpus is not None:
+            knowledge_store = KnowledgeStore.from_corpus(corpus, retriever)
+        elif knowledge_store is None:
+            if not (directory / "knowledge_store").exists():
+                raise ValueError(
+                    f"{directory} was saved without a knowledge store: give a corpus to "
+                    "answer from (--corpus FILE on the command line)"
+                )
             knowledge_store = KnowledgeStore.load(directory / "knowledge_store")
         return cls(retriever, knowledge_store, generator, RAGConfig(**manifest["config"]))

@@ -1,0 +1,49 @@
+"""ClientApp: one site's local RALT/LSR round and evaluation on its own data."""
+
+from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
+from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.federation.site import (
+    deployment_site,
+    evaluate_site,
+    simulation_site,
+    site_rag_system,
+    train_site,
+)
+
+app = ClientApp()
+
+
+def _site(context: Context, settings: FederationSettings):
+    node_config = context.node_config
+    if "partition-id" in node_config:  # simulation: a share of the embedded default data
+        return simulation_site(
+            int(node_config["partition-id"]), int(node_config["num-partitions"]), settings
+        )
+    return deployment_site(node_config)  # deployment: the site's own files
+
+
+def _prepare(msg: Message, context: Context):
+    settings = FederationSettings.from_run_config(context.run_config)
+    site = _site(context, settings)
+    rag_system = site_rag_system(site, settings)
+    rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
+    return settings, site, rag_system
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    settings, site, rag_system = _prepare(msg, context)
+    server_round = int(msg.content["config"]["server-round"])
+    state, metrics = train_site(rag_system, site, settings, server_round)
+    content = RecordDict({"arrays": adapter_arrays(state), "metrics": MetricRecord(metrics)})
+    return Message(content=content, reply_to=msg)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    settings, site, rag_system = _prepare(msg, context)
+    metrics = evaluate_site(rag_system, site, settings)
+    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)

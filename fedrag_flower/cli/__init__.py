@@ -1,0 +1,40 @@
+"""The ``fedrag-flower`` command line.
+
+fedrag-flower ask --system outputs/run-.../final "How long does a building permit take?"
+fedrag-flower evaluate --system outputs/run-.../final
+fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from fedrag_flower import __version__
+from fedrag_flower.cli import site, system
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fedrag-flower",
+        description="Federated fine-tuning of retrieval-augmented generation on Flower: "
+        "query and evaluate saved RAG systems, and set up a site.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    system.register(subparsers)
+    site.register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, ValueError) as error:  # bad input: say what, no traceback
+        print(f"fedrag-flower: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

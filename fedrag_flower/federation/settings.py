@@ -1,0 +1,147 @@
+"""The run configuration, read once from Flower's ``run_config`` into typed settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from fedrag_flower.models import PACKAGED_GENERATOR, PACKAGED_RETRIEVER
+from fedrag_flower.rag.lora import LoraSettings
+from fedrag_flower.rag.system import RAGConfig
+from fedrag_flower.trainers.huggingface.lsr import LSRTrainingArgs
+from fedrag_flower.trainers.huggingface.ralt import RALTTrainingArgs
+
+MODES = ("ralt", "lsr", "ralt+lsr")
+
+
+@dataclass
+class FederationSettings:
+    """Everything a run is configured by; field ``x_y`` is run-config key ``x-y``.
+
+    Attributes:
+        num_server_rounds: FedAvg rounds.
+        mode: what each site trains per round: ``ralt`` (generator adapter), ``lsr``
+            (retriever query adapter) or ``ralt+lsr`` (RALT, then LSR).
+        local_epochs: passes over the site's training pairs per round.
+        local_steps: if > 0, at most this many optimizer steps per trainer per round.
+        pairs_per_round: if > 0, each round trains on this many of the site's pairs,
+            drawn without replacement and cycling through them round by round.
+        lr_generator / lr_retriever: AdamW learning rates of the two adapters.
+        batch_size: RALT sequences per step; lsr_batch_size: LSR queries per step.
+        lora_r / lora_alpha / lora_dropout: generator LoRA; retriever_lora_r/alpha: the
+            query adapter's.
+        top_k: chunks per query (RALT examples per pair); lsr_top_k: LSR candidates.
+        lsr_gamma / lsr_beta: retrieval and LM temperatures of LSR.
+        max_length: longest prompt + response in tokens.
+        fraction_train / fraction_evaluate: fraction of connected sites sampled per round.
+        min_sites: minimum number of sites to train and evaluate with, and to wait for.
+        partitioning: how simulation splits the default data: ``category`` (non-IID, whole
+            categories per site) or ``iid``.
+        eval_generate: test questions per site answered by generation at evaluation
+            (0: all); NLL and recall always use all of them.
+        generator_model / retriever_model: base models (hub id, path, or packaged).
+        server_corpus: corpus the saved system is packaged with: ``default`` (embedded
+            FAQ), a file path, or ``none``.
+        output_dir: where each run's folder is created.
+        seed: seeds adapters' initialisation, data partitioning and batch order.
+    """
+
+    num_server_rounds: int = 2
+    mode: str = "ralt+lsr"
+    local_epochs: int = 1
+    local_steps: int = 0
+    pairs_per_round: int = 0
+    lr_generator: float = 2e-4
+    lr_retriever: float = 1e-4
+    batch_size: int = 8
+    lsr_batch_size: int = 16
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    retriever_lora_r: int = 8
+    retriever_lora_alpha: int = 16
+    top_k: int = 3
+    lsr_top_k: int = 8
+    lsr_gamma: float = 0.05
+    lsr_beta: float = 0.1
+    max_length: int = 384
+    fraction_train: float = 1.0
+    fraction_evaluate: float = 1.0
+    min_sites: int = 2
+    partitioning: str = "category"
+    eval_generate: int = 0
+    generator_model: str = PACKAGED_GENERATOR
+    retriever_model: str = PACKAGED_RETRIEVER
+    server_corpus: str = "default"
+    output_dir: str = "outputs"
+    seed: int = 0
+
+    @classmethod
+    def from_run_config(cls, run_config: dict) -> FederationSettings:
+        """Typed settings from Flower's run config (keys with dashes); unknown keys and
+        values of the wrong type are errors that name the key."""
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in run_config.items():
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ValueError(
+                    f"unknown run-config key '{key}'; known keys: "
+                    + ", ".join(sorted(k.replace("_", "-") for k in known))
+                )
+            kind = type(getattr(cls, name))
+            try:
+                values[name] = kind(value) if kind is not bool else _as_bool(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"run-config key '{key}' must be {kind.__name__}, got {value!r}"
+                ) from None
+        settings = cls(**values)
+        if settings.mode not in MODES:
+            raise ValueError(f"run-config 'mode' must be one of {MODES}, got {settings.mode!r}")
+        return settings
+
+    @property
+    def trains_generator(self) -> bool:
+        return "ralt" in self.mode.split("+")
+
+    @property
+    def trains_retriever(self) -> bool:
+        return "lsr" in self.mode.split("+")
+
+    def generator_lora(self) -> LoraSettings:
+        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, seed=self.seed)
+
+    def retriever_lora(self) -> LoraSettings:
+        return LoraSettings(self.retriever_lora_r, self.retriever_lora_alpha, 0.0, seed=self.seed)
+
+    def rag_config(self) -> RAGConfig:
+        return RAGConfig(top_k=self.top_k, max_length=self.max_length)
+
+    def ralt_args(self, server_round: int) -> RALTTrainingArgs:
+        return RALTTrainingArgs(
+            epochs=self.local_epochs,
+            learning_rate=self.lr_generator,
+            batch_size=self.batch_size,
+            max_steps=self.local_steps or None,
+            seed=self.seed + server_round,
+            progress=False,
+        )
+
+    def lsr_args(self, server_round: int) -> LSRTrainingArgs:
+        return LSRTrainingArgs(
+            epochs=self.local_epochs,
+            learning_rate=self.lr_retriever,
+            batch_size=self.lsr_batch_size,
+            top_k=self.lsr_top_k,
+            gamma=self.lsr_gamma,
+            beta=self.lsr_beta,
+            max_steps=self.local_steps or None,
+            seed=self.seed + server_round,
+            progress=False,
+        )
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, str):
+        return value.lower() in ("1", "true", "yes")
+    return bool(value)

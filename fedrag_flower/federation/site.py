@@ -1,0 +1,142 @@
+"""One site's step: its data, its RAG system, a round of local training, an evaluation.
+
+Plain functions with no Flower in them: ``client_app.py`` turns a Message into these
+arguments and the results back into a Message; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedrag_flower.data import SiteData, load_site_data, partition_default
+from fedrag_flower.evaluation.rag_eval import evaluate_rag
+from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.models import cache_dir
+from fedrag_flower.rag.generator import Generator
+from fedrag_flower.rag.knowledge_store import KnowledgeStore
+from fedrag_flower.rag.retriever import Retriever
+from fedrag_flower.rag.system import RAGSystem
+from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR
+from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT
+
+
+@dataclass
+class Site:
+    """A site's private data and where its index lives."""
+
+    name: str
+    data: SiteData
+    store_dir: Path
+
+
+def simulation_site(partition_id: int, num_partitions: int, settings: FederationSettings) -> Site:
+    """Simulated site ``partition_id``: its share of the embedded default data."""
+    data = partition_default(partition_id, num_partitions, settings.partitioning, settings.seed)
+    name = f"{settings.partitioning}-{num_partitions}-site{partition_id}-seed{settings.seed}"
+    return Site(name, data, cache_dir() / "sites" / name / "knowledge_store")
+
+
+def deployment_site(node_config: dict) -> Site:
+    """A real site: its files named in the SuperNode's ``--node-config``
+    (``corpus-path``, ``train-path``, optional ``test-path``, ``data-dir``)."""
+    missing = [k for k in ("corpus-path", "train-path", "data-dir") if k not in node_config]
+    if missing:
+        raise ValueError(
+            f"this SuperNode's --node-config lacks {missing}; start it with "
+            "--node-config \"corpus-path='...' train-path='...' test-path='...' data-dir='...'\""
+        )
+    data = load_site_data(
+        node_config["corpus-path"], node_config["train-path"], node_config.get("test-path")
+    )
+    data_dir = Path(str(node_config["data-dir"]))
+    return Site(data_dir.name, data, data_dir / "knowledge_store")
+
+
+_MODELS: dict[str, tuple[Retriever, Generator]] = {}
+_STORES: dict[str, KnowledgeStore] = {}
+
+
+def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
+    """The site's RAG system.
+
+    Base models load once per process and serve every site that process runs (simulation
+    keeps its worker across rounds and sites; deployment starts a process per message, so
+    this is where its per-message cost goes). The site's index is built on first use,
+    saved in ``site.store_dir``, and rebuilt only when the corpus or encoder changes.
+    """
+    models_key = repr(
+        (
+            settings.generator_model,
+            settings.retriever_model,
+            settings.generator_lora(),
+            settings.retriever_lora(),
+        )
+    )
+    if models_key not in _MODELS:
+        _MODELS.clear()
+        _STORES.clear()
+        retriever = Retriever(settings.retriever_model, None, settings.retriever_lora())
+        generator = Generator(settings.generator_model, settings.generator_lora())
+        _MODELS[models_key] = (retriever, generator)
+    retriever, generator = _MODELS[models_key]
+    store_key = str(site.store_dir)
+    if store_key not in _STORES:
+        _STORES[store_key] = KnowledgeStore.load_or_build(
+            site.store_dir, site.data.corpus, retriever
+        )
+    return RAGSystem(retriever, _STORES[store_key], generator, settings.rag_config())
+
+
+def round_pairs(rows: list[dict], settings: FederationSettings, server_round: int) -> list[dict]:
+    """The training pairs of this round: all of them, or ``pairs_per_round`` of a fixed
+    shuffled order, continuing where the last round stopped."""
+    if not settings.pairs_per_round or settings.pairs_per_round >= len(rows):
+        return rows
+    order = list(range(len(rows)))
+    random.Random(settings.seed).shuffle(order)
+    start = (server_round - 1) * settings.pairs_per_round
+    return [rows[order[(start + i) % len(rows)]] for i in range(settings.pairs_per_round)]
+
+
+def train_site(
+    rag_system: RAGSystem, site: Site, settings: FederationSettings, server_round: int
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """One round of local training; returns the trained adapters' tensors (prefixed) and
+    scalar metrics, ``num-examples`` included (the FedAvg weight: training pairs used)."""
+    start = time.perf_counter()
+    pairs = round_pairs(site.data.train, settings, server_round)
+    metrics: dict[str, float] = {"num-examples": float(len(pairs))}
+    state: dict[str, torch.Tensor] = {}
+    if settings.trains_generator:
+        result = HuggingFaceTrainerForRALT(rag_system, pairs, settings.ralt_args(server_round))
+        metrics |= {f"ralt-{k}": v for k, v in result.train().metrics().items()}
+        state |= {f"generator.{k}": v for k, v in rag_system.generator.adapter_state_dict().items()}
+    if settings.trains_retriever:
+        result = HuggingFaceTrainerForLSR(rag_system, pairs, settings.lsr_args(server_round))
+        metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
+        state |= {f"retriever.{k}": v for k, v in rag_system.retriever.adapter_state_dict().items()}
+    metrics["train-seconds"] = time.perf_counter() - start
+    return state, metrics
+
+
+def evaluate_site(
+    rag_system: RAGSystem, site: Site, settings: FederationSettings
+) -> dict[str, float]:
+    """The current adapters on the site's held-out questions: ``nll``, ``recall@1``,
+    ``recall@k``, ``f1``, ``em`` and ``num-examples``."""
+    rows = site.data.test
+    if not rows:
+        return {"num-examples": 0.0}
+    start = time.perf_counter()
+    metrics = evaluate_rag(
+        rag_system, rows, ks=(1, settings.top_k), max_answers=settings.eval_generate
+    )
+    metrics = {k.replace("_", "-"): v for k, v in metrics.items() if k != "num_examples"}
+    metrics["num-examples"] = float(len(rows))
+    metrics["eval-seconds"] = time.perf_counter() - start
+    return metrics

@@ -1,0 +1,174 @@
+"""The federation layer: adapter records, FedAvg, settings, one site's step, the client."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+from fedrag_flower.federation.adapters import adapter_arrays, adapter_state, merge_into
+from fedrag_flower.federation.settings import FederationSettings
+
+
+def test_fedavg_of_adapter_tensors_matches_hand_computation():
+    # Three sites, weights 1, 2 and 5 examples.
+    sites = [
+        ({"generator.a": torch.tensor([1.0, 2.0]), "retriever.b": torch.tensor([[0.0]])}, 1.0),
+        ({"generator.a": torch.tensor([3.0, 4.0]), "retriever.b": torch.tensor([[1.0]])}, 2.0),
+        ({"generator.a": torch.tensor([5.0, 0.0]), "retriever.b": torch.tensor([[2.0]])}, 5.0),
+    ]
+    records = [
+        RecordDict({"arrays": adapter_arrays(state), "metrics": MetricRecord({"num-examples": n})})
+        for state, n in sites
+    ]
+    averaged = adapter_state(aggregate_arrayrecords(records, "num-examples"))
+    # (1*[1,2] + 2*[3,4] + 5*[5,0]) / 8 = [32/8, 10/8]; (0 + 2 + 10) / 8
+    np.testing.assert_allclose(averaged["generator.a"].numpy(), [4.0, 1.25], rtol=1e-6)
+    np.testing.assert_allclose(averaged["retriever.b"].numpy(), [[1.5]], rtol=1e-6)
+
+
+def test_a_round_that_trains_one_side_keeps_the_other_sides_global_tensors():
+    previous = adapter_arrays({"generator.a": torch.zeros(2), "retriever.b": torch.ones(3)})
+    update = adapter_arrays({"generator.a": torch.full((2,), 7.0)})
+    merged = adapter_state(merge_into(previous, update))
+    assert merged["generator.a"].tolist() == [7.0, 7.0]
+    assert merged["retriever.b"].tolist() == [1.0, 1.0, 1.0]
+
+
+def test_only_prefixed_adapter_tensors_may_leave_a_site():
+    with pytest.raises(ValueError, match="only adapter tensors"):
+        adapter_arrays({"chunk_embeddings": torch.zeros(3, 384)})
+
+
+def test_adapter_record_round_trip_is_exact():
+    state = {"generator.x": torch.randn(4, 3), "retriever.y": torch.randn(2)}
+    back = adapter_state(adapter_arrays(state))
+    for key, value in state.items():
+        assert torch.equal(back[key], value)
+
+
+def test_settings_read_the_app_run_config_and_name_bad_keys():
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    run_config = pyproject["tool"]["flwr"]["app"]["config"]
+    settings = FederationSettings.from_run_config(run_config)
+    assert settings.mode in ("ralt", "lsr", "ralt+lsr")
+    assert settings.num_server_rounds == run_config["num-server-rounds"]
+    with pytest.raises(ValueError, match="unknown run-config key 'lerning-rate'"):
+        FederationSettings.from_run_config({"lerning-rate": 0.1})
+    with pytest.raises(ValueError, match="'mode' must be one of"):
+        FederationSettings.from_run_config({"mode": "retriever"})
+    with pytest.raises(ValueError, match="'top-k' must be int"):
+        FederationSettings.from_run_config({"top-k": "three"})
+
+
+def test_every_settings_field_is_in_the_app_config():
+    from dataclasses import fields
+    from pathlib import Path
+
+    import tomllib
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    keys = set(pyproject["tool"]["flwr"]["app"]["config"])
+    assert {f.name.replace("_", "-") for f in fields(FederationSettings)} == keys
+
+
+def test_round_pairs_cycle_through_a_sites_data():
+    from fedrag_flower.federation.site import round_pairs
+
+    rows = [{"query": str(i), "response": str(i)} for i in range(10)]
+    settings = FederationSettings(pairs_per_round=4)
+    seen = [r["query"] for rnd in (1, 2) for r in round_pairs(rows, settings, rnd)]
+    assert len(seen) == 8 and len(set(seen)) == 8  # no repeats before the data runs out
+    assert round_pairs(rows, FederationSettings(), 1) == rows
+
+
+# -- one site's step on the real packaged models and data ---------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_settings():
+    return FederationSettings(
+        local_steps=1, pairs_per_round=4, batch_size=4, lsr_batch_size=4, lsr_top_k=4
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ralt", "lsr", "ralt+lsr"])
+def test_each_mode_trains_its_side_and_leaves_the_other(mode, small_settings):
+    from fedrag_flower.federation.site import simulation_site, site_rag_system, train_site
+
+    settings = FederationSettings(**{**vars(small_settings), "mode": mode})
+    site = simulation_site(0, 3, settings)
+    rag = site_rag_system(site, settings)
+    before = rag.adapter_state_dict()
+    state, metrics = train_site(rag, site, settings, server_round=1)
+    sides = {key.split(".", 1)[0] for key in state}
+    assert (
+        sides
+        == {"ralt": {"generator"}, "lsr": {"retriever"}, "ralt+lsr": {"generator", "retriever"}}[
+            mode
+        ]
+    )
+    changed = {k.split(".", 1)[0] for k, v in state.items() if not torch.equal(v, before[k])}
+    assert changed == sides
+    assert metrics["num-examples"] == 4
+    assert all(isinstance(v, float) for v in metrics.values())
+    rag.load_adapter_state_dict(before)  # the process-wide models are shared by the tests
+
+
+@pytest.mark.slow
+def test_client_reply_holds_only_adapter_tensors_and_scalar_metrics():
+    """What a site sends: prefixed adapter tensors of the adapters' own shapes, and scalars."""
+    from flwr.app import ConfigRecord, Context
+
+    import client_app
+    from fedrag_flower.federation.server import initial_arrays, server_rag_system
+
+    server = server_rag_system(FederationSettings(server_corpus="none"))
+    arrays = initial_arrays(server)
+    run_config = {
+        "local-steps": 1,
+        "pairs-per-round": 4,
+        "batch-size": 4,
+        "lsr-batch-size": 4,
+        "lsr-top-k": 4,
+    }
+    context = Context(
+        run_id=1,
+        node_id=1,
+        node_config={"partition-id": 1, "num-partitions": 3},
+        state=RecordDict(),
+        run_config=run_config,
+    )
+    incoming = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
+    sent = {}
+
+    class Recorder:  # stands in for Message: records what the ClientApp replies
+        def __init__(self, content, reply_to=None):
+            sent["content"] = content
+
+    msg = type("Incoming", (), {"content": incoming})()
+    original = client_app.Message
+    client_app.Message = Recorder
+    try:
+        client_app.train(msg, context)
+    finally:
+        client_app.Message = original
+    content = sent["content"]
+    assert set(content.keys()) == {"arrays", "metrics"}
+    reply_arrays: ArrayRecord = content["arrays"]
+    expected = {k: tuple(v.shape) for k, v in server.adapter_state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in adapter_state(reply_arrays).items()}
+    assert got == expected  # adapter tensors, nothing else (no text, no embeddings)
+    assert reply_arrays.count_bytes() == sum(
+        v.numel() * 4 for v in server.adapter_state_dict().values()
+    )
+    metrics = content["metrics"]
+    assert all(isinstance(v, (int, float)) for v in metrics.values())
+    assert metrics["num-examples"] == 4
