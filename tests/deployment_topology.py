@@ -304,7 +304,11 @@ class LoopbackDeployment:
                 break
             time.sleep(1.0)
         else:
-            raise TimeoutError(f"run {run_id} not finished after {timeout}s: {details}\n{self}")
+            logs = self.flwr(["log", str(run_id), CONNECTION, "--show"], timeout=60, check=False)
+            raise TimeoutError(
+                f"run {run_id} not finished after {timeout}s: {details}\n"
+                f"--- ServerApp ---\n{logs.stdout[-4000:]}\n{self}"
+            )
         wall = time.monotonic() - start
         logs = self.flwr(["log", str(run_id), CONNECTION, "--show"], timeout=60).stdout
         return RunResult(run_id, details["status"], wall, details, logs)
