@@ -38,6 +38,6 @@ def main(grid: Grid, context: Context) -> None:
         evaluate_fn=outputs.checkpoint,
     )
 
-    final = outputs.save_final(result)
+    final = outputs.save_final(result, strategy)
     print(f"fedrag-flower: shared fine-tuned RAG system saved to {final}", flush=True)
     print(f'fedrag-flower: ask it: fedrag-flower ask --system {final} "your question"', flush=True)

@@ -22,8 +22,15 @@ class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors, weighted by ``num-examples``.
 
     A round may train only one side (RALT: ``generator.*``, LSR: ``retriever.*``); sites
-    then send only that side, and the other side keeps its global tensors.
+    then send only that side, and the other side keeps its global tensors. Each site's
+    replies (bytes sent, its scalar metrics) are kept in ``site_reports[round]`` (train)
+    and ``site_evaluations[round]``.
     """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.site_reports: dict[int, list[dict]] = {}
+        self.site_evaluations: dict[int, list[dict]] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid: Grid):
         self._global_arrays = arrays
@@ -31,11 +38,16 @@ class AdapterFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int, replies):
         replies = list(replies)
-        self.last_round_replies = [_reply_summary(m) for m in replies]
+        self.site_reports[server_round] = [_reply_summary(m) for m in replies]
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:
             arrays = merge_into(self._global_arrays, arrays)
         return arrays, metrics
+
+    def aggregate_evaluate(self, server_round: int, replies):
+        replies = list(replies)
+        self.site_evaluations[server_round] = [_reply_summary(m) for m in replies]
+        return super().aggregate_evaluate(server_round, replies)
 
 
 def _reply_summary(message: Message) -> dict:
@@ -105,27 +117,50 @@ class RunOutputs:
         self._last = time.perf_counter()
         return None
 
-    def save_final(self, result: Result) -> Path:
+    def save_final(self, result: Result, strategy: AdapterFedAvg) -> Path:
         """The shared system (with the server corpus' store), metrics history and plot."""
         self.rag_system.load_adapter_state_dict(adapter_state(result.arrays))
-        history = metrics_history(result, self.round_seconds)
+        history = metrics_history(result, self.round_seconds, strategy)
         final = self.rag_system.save_pretrained(
             self.folder / "final",
             extra=self.extra(self.settings.num_server_rounds) | {"history": history},
             include_store=len(self.rag_system.knowledge_store) > 0,
         )
-        document = {"settings": asdict(self.settings), "history": history}
+        document = {
+            "settings": asdict(self.settings),
+            "sizes": model_sizes(self.rag_system),
+            "history": history,
+        }
         (self.folder / "metrics.json").write_text(json.dumps(document, indent=2))
         plot_history(history, self.folder / "metrics.png")
         return final
+
+
+def model_sizes(rag_system: RAGSystem) -> dict[str, int]:
+    """Bytes of the full generator and retriever weights, and of their adapters: what a
+    site would send per round without LoRA, next to what it does send."""
+
+    def nbytes(params) -> int:
+        return sum(p.numel() * p.element_size() for p in params)
+
+    generator, retriever = rag_system.generator.model, rag_system.retriever.query_model
+    return {
+        "generator_full": nbytes(generator.parameters()),
+        "retriever_full": nbytes(retriever.parameters()),
+        "generator_adapter": nbytes(rag_system.generator.trainable_parameters()),
+        "retriever_adapter": nbytes(rag_system.retriever.trainable_parameters()),
+    }
 
 
 def initial_arrays(rag_system: RAGSystem) -> ArrayRecord:
     return adapter_arrays(rag_system.adapter_state_dict())
 
 
-def metrics_history(result: Result, round_seconds: dict[int, float]) -> list[dict]:
-    """One entry per round: aggregated train and evaluate metrics and wall time."""
+def metrics_history(
+    result: Result, round_seconds: dict[int, float], strategy: AdapterFedAvg
+) -> list[dict]:
+    """One entry per round: wall time, aggregated train and evaluate metrics, and each
+    site's replies (bytes sent and its own metrics)."""
     rounds = sorted(set(result.train_metrics_clientapp) | set(result.evaluate_metrics_clientapp))
     return [
         {
@@ -133,6 +168,8 @@ def metrics_history(result: Result, round_seconds: dict[int, float]) -> list[dic
             "seconds": round_seconds.get(r),
             "train": dict(result.train_metrics_clientapp.get(r, {})),
             "evaluate": dict(result.evaluate_metrics_clientapp.get(r, {})),
+            "site_train": strategy.site_reports.get(r, []),
+            "site_evaluate": strategy.site_evaluations.get(r, []),
         }
         for r in rounds
     ]

@@ -71,7 +71,14 @@ class Generator:
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 128) -> list[str]:
-        """Greedy answers for tokenized prompts (left-padded into one batch)."""
+        """Greedy answers for tokenized prompts (left-padded into one batch).
+
+        On CPU, decoding is bound by reading the weights once per token: it runs in fp32
+        with the adapter merged into the base weights (bf16 autocast would re-cast every
+        weight at every step). A single prompt uses prompt-lookup decoding: a RAG answer
+        copies spans of its context, which are proposed from the prompt and verified in
+        one forward pass; the output is exactly the greedy one.
+        """
         pad = self.tokenizer.pad_token_id
         width = max(len(p) for p in prompts)
         input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
@@ -79,7 +86,9 @@ class Generator:
         for row, ids in enumerate(prompts):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention_mask[row, width - len(ids) :] = 1
-        with self.autocast():
+        lookup = {"prompt_lookup_num_tokens": 10} if len(prompts) == 1 else {}
+        precision = self.autocast() if self.device.startswith("cuda") else contextlib.nullcontext()
+        with self._adapter_merged(), precision:
             output = self.model.generate(
                 input_ids=input_ids.to(self.device),
                 attention_mask=attention_mask.to(self.device),
@@ -87,10 +96,21 @@ class Generator:
                 do_sample=False,
                 pad_token_id=pad,
                 eos_token_id=self.tokenizer.eos_token_id,
+                **lookup,
             )
         return [
             self.tokenizer.decode(row[width:], skip_special_tokens=True).strip() for row in output
         ]
+
+    @contextlib.contextmanager
+    def _adapter_merged(self):
+        """Fold the LoRA update into the base weights for the duration (and take it out
+        again, so training continues on the separate adapter)."""
+        self.model.merge_adapter()
+        try:
+            yield
+        finally:
+            self.model.unmerge_adapter()
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return adapter_state_dict(self.model)
