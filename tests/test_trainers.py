@@ -1,0 +1,266 @@
+"""Tests for fedrag_flower.trainers: shared pieces, and both trainers on a tiny RAG system
+(packaged MiniLM retriever, six-chunk store, tiny random generator)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, target_log_probs
+from fedrag_flower.trainers.huggingface import lsr as lsr_module
+from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR, LSRTrainingArgs
+from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT, RALTTrainingArgs
+from fedrag_flower.trainers.result import TrainResult, length_batches, with_overrides
+
+
+def snapshot(params) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in params]
+
+
+def changed(before, params) -> bool:
+    return any(not torch.equal(a, p.detach()) for a, p in zip(before, params))
+
+
+def frozen_params(module) -> list[torch.nn.Parameter]:
+    return [p for p in module.parameters() if not p.requires_grad]
+
+
+# ----------------------------------------------------------------- shared pieces
+
+
+@pytest.mark.parametrize("n, batch_size", [(0, 4), (1, 4), (10, 3), (457, 8), (1000, 16)])
+def test_length_batches_cover_every_index_exactly_once(n, batch_size):
+    lengths = [random.Random(i).randint(5, 300) for i in range(n)]
+    batches = list(length_batches(lengths, batch_size, random.Random(0)))
+    flat = [i for batch in batches for i in batch]
+    assert sorted(flat) == list(range(n))
+    assert all(1 <= len(batch) <= batch_size for batch in batches)
+    assert sum(len(batch) < batch_size for batch in batches) <= -(-n // (batch_size * 50))
+
+
+def test_length_batches_group_similar_lengths_and_vary_by_epoch():
+    lengths = [random.Random(i).randint(5, 300) for i in range(400)]
+    rng = random.Random(0)
+    first = list(length_batches(lengths, 8, rng))
+    second = list(length_batches(lengths, 8, rng))
+    assert first != second
+
+    def padding(batches):
+        return sum(
+            max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches
+        )
+
+    shuffled = list(range(400))
+    random.Random(1).shuffle(shuffled)
+    naive = [shuffled[i : i + 8] for i in range(0, 400, 8)]
+    assert padding(first) < padding(naive) / 5
+
+
+def test_train_result_metrics_are_scalars_without_history():
+    result = TrainResult(
+        loss=1.5,
+        steps=3,
+        examples=24,
+        seconds=2.0,
+        tokens=100,
+        tokens_per_second=50.0,
+        history=[2.0, 1.5, 1.0],
+    )
+    assert result.metrics() == {
+        "loss": 1.5,
+        "steps": 3.0,
+        "examples": 24.0,
+        "seconds": 2.0,
+        "tokens": 100.0,
+        "tokens_per_second": 50.0,
+    }
+    assert TrainResult(loss=0.1, steps=1, examples=1, seconds=0.1).history == []
+
+
+def test_unknown_training_argument_is_an_error():
+    with pytest.raises(TypeError, match="learning_rat"):
+        with_overrides(RALTTrainingArgs(), {"learning_rat": 1e-3})
+    args = with_overrides(LSRTrainingArgs(), {"gamma": 0.1, "epochs": 3})
+    assert (args.gamma, args.epochs) == (0.1, 3)
+
+
+class ColumnDataset:
+    """Quacks like ``datasets.Dataset``: ``to_dict()`` gives columns."""
+
+    def __init__(self, columns):
+        self.columns = columns
+
+    def to_dict(self):
+        return self.columns
+
+
+@pytest.mark.parametrize("trainer_class", [HuggingFaceTrainerForRALT, HuggingFaceTrainerForLSR])
+def test_trainers_accept_every_train_dataset_form(trainer_class):
+    queries, responses = ["What is ML?", "What is RAG?"], ["Learning.", "Retrieval."]
+    rows = [{"query": q, "response": r} for q, r in zip(queries, responses)]
+    forms = [
+        [{"query": queries, "response": responses}],  # the seed's list of column dicts
+        [
+            {"query": queries[:1], "response": responses[:1]},
+            {"query": queries[1:], "response": responses[1:]},
+        ],
+        {"query": queries, "response": responses},
+        rows,
+        ColumnDataset({"query": queries, "response": responses}),
+    ]
+    for form in forms:
+        trainer = trainer_class(None, form)
+        assert trainer.rows == rows
+    trainer = trainer_class(None, rows, learning_rate=0.5, epochs=2)
+    assert (trainer.args.learning_rate, trainer.args.epochs) == (0.5, 2)
+    with pytest.raises(ValueError, match="response"):
+        trainer_class(None, [{"query": "What?"}])
+    with pytest.raises(ValueError, match="empty"):
+        trainer_class(None, [])
+
+
+# ----------------------------------------------------------------- RALT on a tiny system
+
+
+def test_ralt_trains_only_the_generator_adapter(tiny_rag, tiny_qa):
+    generator, retriever = tiny_rag.generator, tiny_rag.retriever
+    lora, base = generator.trainable_parameters(), frozen_params(generator.model)
+    lora_before, base_before = snapshot(lora), snapshot(base)
+    retriever_before = snapshot(retriever.query_model.parameters())
+    store_before = tiny_rag.knowledge_store.embeddings.copy()
+
+    result = HuggingFaceTrainerForRALT(
+        tiny_rag, tiny_qa, epochs=2, batch_size=4, top_k=2, progress=False
+    ).train()
+
+    assert changed(lora_before, lora)
+    assert not changed(base_before, base)
+    assert not changed(retriever_before, retriever.query_model.parameters())
+    np.testing.assert_array_equal(tiny_rag.knowledge_store.embeddings, store_before)
+    assert not generator.model.training  # back in eval mode
+    examples_per_epoch = len(tiny_qa) * 2
+    assert result.examples == 2 * examples_per_epoch
+    assert result.steps == 2 * -(-examples_per_epoch // 4) == len(result.history)
+    assert np.isfinite(result.loss) and result.loss == pytest.approx(np.mean(result.history))
+    assert result.tokens > 0 and result.tokens_per_second > 0 and result.seconds > 0
+
+
+def test_ralt_retrieves_once_per_epoch_not_per_step(tiny_rag, tiny_qa, monkeypatch):
+    calls = []
+    retrieve = tiny_rag.retrieve
+
+    def counting_retrieve(queries, k=None):
+        calls.append((len(queries), k))
+        return retrieve(queries, k)
+
+    monkeypatch.setattr(tiny_rag, "retrieve", counting_retrieve)
+    result = HuggingFaceTrainerForRALT(
+        tiny_rag, tiny_qa, epochs=3, batch_size=2, top_k=2, progress=False
+    ).train()
+    assert result.steps == 3 * len(tiny_qa)  # many steps ...
+    assert calls == [(len(tiny_qa), 2)] * 3  # ... one batched retrieval per epoch
+
+
+def test_ralt_counts_real_tokens_and_stops_at_max_steps(tiny_rag, tiny_qa):
+    from fedrag_flower.trainers.huggingface.ralt import ralt_examples
+
+    examples = ralt_examples(tiny_rag, tiny_qa, 2)
+    assert len(examples) == 2 * len(tiny_qa)
+    result = HuggingFaceTrainerForRALT(
+        tiny_rag, tiny_qa, batch_size=len(examples), top_k=2, progress=False
+    ).train()
+    assert result.tokens == sum(len(e.input_ids) for e in examples)
+    short = HuggingFaceTrainerForRALT(
+        tiny_rag, tiny_qa, epochs=5, batch_size=2, top_k=2, max_steps=3, progress=False
+    ).train()
+    assert short.steps == 3 and short.examples == 6
+
+
+def test_ralt_lowers_the_loss_of_its_training_pairs(tiny_rag, tiny_qa):
+    trainer = HuggingFaceTrainerForRALT(
+        tiny_rag, tiny_qa, epochs=6, batch_size=4, top_k=1, learning_rate=1e-2, progress=False
+    )
+    result = trainer.train()
+    per_epoch = np.array(result.history).reshape(6, -1).mean(axis=1)
+    assert per_epoch[-1] < per_epoch[0]
+
+
+# ----------------------------------------------------------------- LSR on a tiny system
+
+
+def test_lsr_trains_only_the_query_adapter_and_keeps_the_index(tiny_rag, tiny_qa):
+    generator, retriever, store = tiny_rag.generator, tiny_rag.retriever, tiny_rag.knowledge_store
+    generator_before = snapshot(generator.model.parameters())
+    lora = retriever.trainable_parameters()
+    lora_before = snapshot(lora)
+    store_before = store.embeddings.copy()
+    chunks_before = retriever.encode_chunks(store.texts)
+
+    result = HuggingFaceTrainerForLSR(
+        tiny_rag, tiny_qa, epochs=2, batch_size=4, top_k=4, learning_rate=1e-3, progress=False
+    ).train()
+
+    assert changed(lora_before, lora)
+    assert not changed(generator_before, generator.model.parameters())
+    np.testing.assert_array_equal(store.embeddings, store_before)
+    np.testing.assert_allclose(retriever.encode_chunks(store.texts), chunks_before, atol=1e-6)
+    assert result.steps == 2 * 2 and result.examples == 2 * len(tiny_qa)
+    assert np.isfinite(result.loss) and result.loss >= 0
+
+
+def test_lsr_scores_all_candidates_of_a_query_in_one_pass_once_per_train(
+    tiny_rag, tiny_qa, monkeypatch
+):
+    batch_sizes = []
+
+    def recording_target_log_probs(model, input_ids, attention_mask, labels):
+        batch_sizes.append(input_ids.shape[0])
+        return target_log_probs(model, input_ids, attention_mask, labels)
+
+    monkeypatch.setattr(lsr_module, "target_log_probs", recording_target_log_probs)
+    trainer = HuggingFaceTrainerForLSR(
+        tiny_rag, tiny_qa, epochs=3, batch_size=2, top_k=4, progress=False
+    )
+    trainer.train()
+    assert batch_sizes == [4] * len(tiny_qa)  # one k-row pass per query, not per epoch
+    targets = trainer.targets
+    assert targets.positions.shape == targets.target.shape == (len(tiny_qa), 4)
+    assert targets.chunk_embeddings.shape == (len(tiny_qa), 4, tiny_rag.retriever.dim)
+
+
+def test_lsr_batched_scores_equal_one_candidate_at_a_time(tiny_rag, tiny_qa):
+    """Padding the k candidates into one batch changes no log-likelihood, and the cached
+    target is softmax(ll / beta)."""
+    args = LSRTrainingArgs(top_k=3, beta=0.2, progress=False)
+    targets = lsr_module.lsr_targets(tiny_rag, tiny_qa, args)
+    generator, store = tiny_rag.generator, tiny_rag.knowledge_store
+    for i, row in enumerate(tiny_qa[:3]):
+        for j, position in enumerate(targets.positions[i].tolist()):
+            example = tiny_rag.prompts.example(row["query"], store.texts[position], row["response"])
+            batch = collate([example], generator.tokenizer.pad_token_id)
+            with torch.no_grad():
+                log_probs, rows = target_log_probs(generator.model, **batch)
+            ll = sequence_log_likelihoods(log_probs, rows, 1, length_normalize=True)
+            assert targets.log_likelihoods[i, j].item() == pytest.approx(ll.item(), abs=1e-4)
+    torch.testing.assert_close(targets.target, torch.softmax(targets.log_likelihoods / 0.2, dim=-1))
+    np.testing.assert_array_equal(
+        targets.chunk_embeddings.numpy(), store.embeddings[targets.positions.numpy()]
+    )
+
+
+def test_lsr_moves_retrieval_towards_the_lm_target(tiny_rag, tiny_qa):
+    trainer = HuggingFaceTrainerForLSR(
+        tiny_rag,
+        tiny_qa,
+        epochs=8,
+        batch_size=6,
+        top_k=4,
+        beta=0.02,
+        learning_rate=3e-3,
+        progress=False,
+    )
+    result = trainer.train()
+    assert result.history[-1] < result.history[0]
