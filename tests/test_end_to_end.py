@@ -157,8 +157,12 @@ def test_saved_system_loads_back_with_same_answers(default_rag_reset, tmp_path):
     peft_model = PeftModel.from_pretrained(base, path / "generator_adapter").eval()
     ids = torch.tensor([rag.generator.tokenizer("Building permits in Zaragoza")["input_ids"]])
     with torch.no_grad():
+        # Same weights, separately built modules: equal up to fp32 summation order.
         torch.testing.assert_close(
-            peft_model(input_ids=ids).logits, rag.generator.model(input_ids=ids).logits
+            peft_model(input_ids=ids).logits,
+            rag.generator.model(input_ids=ids).logits,
+            rtol=1e-3,
+            atol=1e-3,
         )
 
 
