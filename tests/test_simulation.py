@@ -51,8 +51,8 @@ def simulation_run(tmp_path_factory):
         "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
     }
     run_config = (
-        f"num-server-rounds=2 mode='ralt+lsr' local-steps=2 pairs-per-round=8 "
-        f"batch-size=4 lsr-batch-size=4 lsr-top-k=4 eval-generate=2 min-sites=2 "
+        f"num-server-rounds=2 mode='ralt+lsr' local-steps=1 pairs-per-round=4 "
+        f"batch-size=4 lsr-batch-size=4 lsr-top-k=3 eval-generate=1 min-sites=2 "
         f"output-dir='{outputs}'"
     )
     command = [

