@@ -74,8 +74,12 @@ def test_every_settings_field_is_in_the_app_config():
     import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
-    keys = set(pyproject["tool"]["flwr"]["app"]["config"])
-    assert {f.name.replace("_", "-") for f in fields(FederationSettings)} == keys
+    config = pyproject["tool"]["flwr"]["app"]["config"]
+    assert {f.name.replace("_", "-") for f in fields(FederationSettings)} == set(config)
+    # One set of defaults: the library's equal the app's.
+    defaults = FederationSettings()
+    for key, value in config.items():
+        assert getattr(defaults, key.replace("-", "_")) == value, key
 
 
 def test_round_pairs_cycle_through_a_sites_data():

@@ -49,9 +49,9 @@ class FederationSettings:
     mode: str = "ralt+lsr"
     local_epochs: int = 1
     local_steps: int = 0
-    pairs_per_round: int = 0
-    lr_generator: float = 2e-4
-    lr_retriever: float = 1e-4
+    pairs_per_round: int = 24
+    lr_generator: float = 1e-3
+    lr_retriever: float = 3e-4
     batch_size: int = 8
     lsr_batch_size: int = 16
     lora_r: int = 16
@@ -68,7 +68,7 @@ class FederationSettings:
     fraction_evaluate: float = 1.0
     min_sites: int = 2
     partitioning: str = "category"
-    eval_generate: int = 0
+    eval_generate: int = 4
     generator_model: str = PACKAGED_GENERATOR
     retriever_model: str = PACKAGED_RETRIEVER
     server_corpus: str = "default"
