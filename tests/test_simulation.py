@@ -91,7 +91,9 @@ def test_simulation_records_per_round_metrics(simulation_run):
     history = json.loads((simulation_run["folder"] / "metrics.json").read_text())["history"]
     assert [h["round"] for h in history] == [1, 2]
     for entry in history:
-        assert entry["train"]["num-examples"] > 0
+        assert len(entry["site_train"]) == 2  # each site's own reply
+        assert all(site["metrics"]["num-examples"] > 0 for site in entry["site_train"])
+        assert all(site["bytes"] > 0 for site in entry["site_train"])
         assert entry["train"]["ralt-loss"] > 0 and entry["train"]["lsr-loss"] >= 0
         for key in ("nll", "recall@1", "f1", "em"):
             assert key in entry["evaluate"]
