@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
+
+from fedrag_flower.rag.atomic import atomic_directory
 
 if TYPE_CHECKING:
     from fedrag_flower.rag.retriever import Retriever
@@ -119,9 +119,7 @@ class KnowledgeStore:
         interrupted save never leaves a half-written store where a good one was.
         """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             with open(tmp / "chunks.jsonl", "w", encoding="utf-8") as f:
                 for chunk_id, text, title in zip(self.ids, self.texts, self.titles):
                     f.write(json.dumps({"id": chunk_id, "text": text, "title": title}) + "\n")
@@ -134,16 +132,6 @@ class KnowledgeStore:
                 "fingerprint": fingerprint,
             }
             (tmp / "store.json").write_text(json.dumps(meta, indent=2))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}-old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> KnowledgeStore:

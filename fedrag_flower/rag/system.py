@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from fedrag_flower.models import PACKAGED_GENERATOR, PACKAGED_RETRIEVER
+from fedrag_flower.rag.atomic import atomic_directory
 from fedrag_flower.rag.generator import Generator
 from fedrag_flower.rag.knowledge_store import KnowledgeStore, SourceChunk
 from fedrag_flower.rag.lora import LoraSettings
@@ -191,25 +190,13 @@ class RAGSystem:
         interrupted save leaves any earlier system there intact.
         """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
-        try:
+        with atomic_directory(directory) as tmp:
             self.generator.save_adapter(str(tmp / "generator_adapter"))
             self.retriever.save_adapter(str(tmp / "retriever_adapter"))
             if include_store:
                 self.knowledge_store.save(tmp / "knowledge_store")
             manifest = self.manifest() | {"extra": extra or {}}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}-old")
-                shutil.rmtree(old, ignore_errors=True)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         return directory
 
     @classmethod
