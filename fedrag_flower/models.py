@@ -58,7 +58,8 @@ def prepare_packaged_generator(root: Path | None = None) -> Path:
     """Convert the packaged GGUF generator into a safetensors folder (once) and return it.
 
     Safe when interrupted or run by several processes at once (simulated sites): a file lock
-    serialises the work, and the folder appears by an atomic rename only once complete.
+    (``filelock``, on POSIX and Windows) serialises the work, and the folder appears by an
+    atomic rename (:func:`fedrag_flower.atomic.atomic_directory`) only once complete.
     """
     target = (root or cache_dir()) / "models" / "smollm2-135m-instruct"
     if (target / "config.json").exists():
