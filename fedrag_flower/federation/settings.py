@@ -47,6 +47,8 @@ class FederationSettings:
             ``faiss-ivf`` (approximate, for large corpora), ``qdrant`` (embedded, or the
             server at ``store_url``); see ``fedrag_flower.rag.store_backends``.
         store_url: a Qdrant server's URL for ``store_backend = "qdrant"`` ('' = embedded).
+        tracking: also log per-round metrics to an experiment tracker: ``none`` or
+            ``tensorboard`` (``fedrag_flower.federation.tracking``).
     """
 
     num_server_rounds: int = 2
@@ -80,6 +82,7 @@ class FederationSettings:
     seed: int = 0
     store_backend: str = "faiss"
     store_url: str = ""
+    tracking: str = "none"
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationSettings:
