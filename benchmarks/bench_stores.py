@@ -41,10 +41,12 @@ def clustered_unit_rows(
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((clusters, dim)).astype("float32")
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    rows = centres[rng.integers(0, clusters, n)]
-    noise = rng.standard_normal((n, dim)).astype("float32") * (spread / np.sqrt(dim))
-    rows = rows + noise
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype("float32")
+    out = np.empty((n, dim), dtype="float32")
+    for start in range(0, n, 10_000):  # in blocks: the float64 draws stay small
+        rows = centres[rng.integers(0, clusters, min(10_000, n - start))]
+        rows = rows + rng.standard_normal(rows.shape).astype("float32") * (spread / np.sqrt(dim))
+        out[start : start + len(rows)] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
+    return out
 
 
 def rss_mb() -> float:
@@ -72,7 +74,8 @@ def run_one(backend: str, args: argparse.Namespace) -> dict:
     rss_data = rss_mb()
 
     start = time.perf_counter()
-    store = store_class(backend)(ids, texts, chunks)
+    options = {"faiss-hnsw": {"ef_search": args.ef_search}, "faiss-ivf": {"nprobe": args.nprobe}}
+    store = store_class(backend)(ids, texts, chunks, **options.get(backend, {}))
     build_s = time.perf_counter() - start
 
     store.search(queries[:1], args.k)  # warm-up
@@ -108,6 +111,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ef-search", type=int, default=64, help="faiss-hnsw candidates")
+    parser.add_argument("--nprobe", type=int, default=16, help="faiss-ivf clusters scanned")
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child process: one backend
     args = parser.parse_args()
@@ -119,7 +124,9 @@ def main() -> None:
     results = []
     for backend in args.backends.split(","):
         child = [sys.executable, __file__, "--one", backend] + [
-            f"--{k}={v}" for k, v in vars(args).items() if k not in ("one", "backends")
+            f"--{k.replace('_', '-')}={v}"
+            for k, v in vars(args).items()
+            if k not in ("one", "backends")
         ]
         out = subprocess.run(child, capture_output=True, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
