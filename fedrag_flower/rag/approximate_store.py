@@ -45,7 +45,14 @@ def probe_queries(embeddings: np.ndarray, n: int = 256, seed: int = 0) -> np.nda
 class _ApproximateFaissStore(BaseKnowledgeStore):
     """Shared part: build the FAISS index, then measure and print its recall@10."""
 
-    def __init__(self, ids, texts, embeddings, titles=None, encoder="") -> None:
+    def __init__(
+        self,
+        ids: list[str],
+        texts: list[str],
+        embeddings: np.ndarray,
+        titles: list[str | None] | None = None,
+        encoder: str = "",
+    ) -> None:
         super().__init__(ids, texts, embeddings, titles, encoder)
         self.index = self._make_index(len(self.ids))
         if len(self.ids):
@@ -82,11 +89,11 @@ class FaissHNSWKnowledgeStore(_ApproximateFaissStore):
 
     def __init__(
         self,
-        ids,
-        texts,
-        embeddings,
-        titles=None,
-        encoder="",
+        ids: list[str],
+        texts: list[str],
+        embeddings: np.ndarray,
+        titles: list[str | None] | None = None,
+        encoder: str = "",
         m: int = 32,
         ef_construction: int = 80,
         ef_search: int = 64,
@@ -118,11 +125,11 @@ class FaissIVFKnowledgeStore(_ApproximateFaissStore):
 
     def __init__(
         self,
-        ids,
-        texts,
-        embeddings,
-        titles=None,
-        encoder="",
+        ids: list[str],
+        texts: list[str],
+        embeddings: np.ndarray,
+        titles: list[str | None] | None = None,
+        encoder: str = "",
         nlist: int | None = None,
         nprobe: int = 16,
     ) -> None:

@@ -35,11 +35,11 @@ class QdrantKnowledgeStore(BaseKnowledgeStore):
 
     def __init__(
         self,
-        ids,
-        texts,
-        embeddings,
-        titles=None,
-        encoder="",
+        ids: list[str],
+        texts: list[str],
+        embeddings: np.ndarray,
+        titles: list[str | None] | None = None,
+        encoder: str = "",
         location: str = ":memory:",
         url: str = "",
         collection: str | None = None,
