@@ -46,6 +46,12 @@ class FederationSettings:
             FAQ), a file path, or ``none``.
         output_dir: where each run's folder is created.
         seed: seeds adapters' initialisation, data partitioning and batch order.
+        store_backend: each site's knowledge store: ``faiss`` (exact), ``faiss-hnsw`` or
+            ``faiss-ivf`` (approximate, for large corpora), ``qdrant`` (embedded, or the
+            server at ``store_url``); see ``fedrag_flower.rag.store_backends``.
+        store_url: a Qdrant server's URL for ``store_backend = "qdrant"`` ('' = embedded).
+        tracking: also log per-round metrics to an experiment tracker: ``none`` or
+            ``tensorboard`` (``fedrag_flower.federation.tracking``).
     """
 
     num_server_rounds: int = 2
@@ -78,6 +84,9 @@ class FederationSettings:
     server_corpus: str = "default"
     output_dir: str = "outputs"
     seed: int = 0
+    store_backend: str = "faiss"
+    store_url: str = ""
+    tracking: str = "none"
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationSettings:

@@ -21,9 +21,10 @@ from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
 from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
-from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.retriever import Retriever
+from fedrag_flower.rag.store_backends import store_class, store_options
 from fedrag_flower.rag.system import RAGSystem
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT
@@ -62,7 +63,7 @@ def deployment_site(node_config: dict) -> Site:
 
 
 _MODELS: dict[str, tuple[Retriever, Generator]] = {}
-_STORES: dict[str, KnowledgeStore] = {}
+_STORES: dict[str, BaseKnowledgeStore] = {}
 
 
 def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
@@ -88,10 +89,14 @@ def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
         generator = Generator(settings.generator_model, settings.generator_lora())
         _MODELS[models_key] = (retriever, generator)
     retriever, generator = _MODELS[models_key]
-    store_key = str(site.store_dir)
+    store_key = repr((str(site.store_dir), settings.store_backend, settings.store_url))
     if store_key not in _STORES:
-        _STORES[store_key] = KnowledgeStore.load_or_build(
-            site.store_dir, site.data.corpus, retriever
+        backend = store_class(settings.store_backend)
+        _STORES[store_key] = backend.load_or_build(
+            site.store_dir,
+            site.data.corpus,
+            retriever,
+            **store_options(settings.store_backend, settings.store_url),
         )
     return RAGSystem(retriever, _STORES[store_key], generator, settings.rag_config())
 
