@@ -342,8 +342,11 @@ def test_load_site_data_reads_all_three_files(tmp_path):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", CHUNKS)
     train = write_jsonl(tmp_path / "train.jsonl", QUESTIONS)
     test = write_jsonl(tmp_path / "test.jsonl", QUESTIONS[:1])
+    with pytest.raises(DataError, match="same question as"):
+        load_site_data(corpus, train, test)  # trained on and tested on
+    train = write_jsonl(tmp_path / "train.jsonl", QUESTIONS[1:])
     site = load_site_data(corpus, train, test)
-    assert site == SiteData(corpus=EXPECTED_CORPUS, train=EXPECTED_QA, test=EXPECTED_QA[:1])
+    assert site == SiteData(corpus=EXPECTED_CORPUS, train=EXPECTED_QA[1:], test=EXPECTED_QA[:1])
     assert load_site_data(corpus, train).test == []
 
 

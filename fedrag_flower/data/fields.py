@@ -88,10 +88,22 @@ def _fields(values: Mapping) -> str:
 
 
 def gold_ids(value: Any) -> list[str]:
-    """Gold ids as a list of strings; raises TypeError for a value of the wrong type."""
+    """Gold ids as a list of strings.
+
+    A list (or tuple) of strings or integers, or one string read as ids separated by ``|``
+    (``"c1"`` is one id, ``"c1|c2"`` two). Raises TypeError for a value of the wrong type,
+    and ValueError for a string that is a list written as text (``"['c1', 'c2']"``).
+    """
     if value is None:
         return []
     if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("[") and text.endswith("]"):
+            raise ValueError(
+                f"gold ids {text!r} look like a list written as text; in CSV separate ids "
+                f"with '{GOLD_ID_SEPARATOR}' (c1{GOLD_ID_SEPARATOR}c2), in JSONL give a JSON "
+                'list (["c1", "c2"])'
+            )
         items: Iterable[Any] = value.split(GOLD_ID_SEPARATOR)
     elif isinstance(value, list | tuple):
         items = value
