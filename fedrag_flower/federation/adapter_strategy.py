@@ -25,7 +25,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -134,7 +135,9 @@ class AdapterStrategy(Strategy):
         if arrays is None:
             log.warning("round %d: the strategy returned no aggregate; weights kept", server_round)
             return None, metrics
-        trained = ArrayRecord({k: arrays[k] for k in self._trained_keys()})
+        trained = ArrayRecord(
+            {k: _as_dtype(arrays[k], self._global[k]) for k in self._trained_keys()}
+        )
         return merge_into(self._global, trained), metrics
 
     def configure_evaluate(
@@ -242,6 +245,14 @@ def reply_summary(message: Message) -> dict:
         "bytes": sum(r.count_bytes() for r in content.array_records.values()),
         "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
     }
+
+
+def _as_dtype(value: Array, like: Array) -> Array:
+    """``value`` in ``like``'s dtype: a server optimizer's float64 arithmetic must not change
+    what the sites are sent (their replies are checked against it)."""
+    if value.dtype == like.dtype:
+        return value
+    return Array(np.asarray(value.numpy(), dtype=like.numpy().dtype))
 
 
 def _error_text(message: Message) -> str:
