@@ -5,8 +5,10 @@ tests use them to show that a run survives a failing site and resumes after a cr
 
 - ``FEDRAG_TEST_SITE_FAILS="P:R[,P:R...]"``: the simulated site with partition id ``P``
   raises in training round ``R``.
-- ``FEDRAG_TEST_SERVER_EXITS_AFTER_ROUND="R"``: the server process ends abruptly
-  (``os._exit``, like a kill) right after round ``R``'s checkpoint is written.
+- ``FEDRAG_TEST_SERVER_EXITS_AFTER_ROUND="R"``: the server stops with an exception right
+  after round ``R``'s checkpoint and report are written, leaving the run folder as a kill
+  at that moment would (an exception rather than ``os._exit`` lets the simulation runtime
+  stop its own worker processes).
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import os
 
 SITE_FAILS = "FEDRAG_TEST_SITE_FAILS"
 SERVER_EXITS = "FEDRAG_TEST_SERVER_EXITS_AFTER_ROUND"
+
+
+class InjectedServerStop(RuntimeError):
+    """Raised by the server on purpose (``FEDRAG_TEST_SERVER_EXITS_AFTER_ROUND``)."""
 
 
 class InjectedSiteFault(RuntimeError):
@@ -35,7 +41,7 @@ def raise_if_fault_injected(node_config, server_round: int) -> None:
 
 
 def server_exit_hook():
-    """A round hook that ends the process after the named round, or None when unset."""
+    """A round hook that stops the server after the named round, or None when unset."""
     spec = os.environ.get(SERVER_EXITS)
     if not spec:
         return None
@@ -43,7 +49,6 @@ def server_exit_hook():
 
     def hook(report, arrays) -> None:
         if report.round == stop_after:
-            print(f"fedrag-flower: {SERVER_EXITS}={stop_after}: server exits now", flush=True)
-            os._exit(75)
+            raise InjectedServerStop(f"{SERVER_EXITS}={stop_after}: the server stops here")
 
     return hook
