@@ -51,8 +51,9 @@ def run(rag, settings, rounds=None, folder=None, sites=None):
     else:
         runfolder = RunFolder.resume(folder, settings, rag, strategy, {})
     grid = FakeGrid(sites or {n: local_training(n) for n in (1, 2, 3)})
-    arrays = run_rounds(strategy, grid, runfolder.arrays, rounds or settings.num_server_rounds,
-                        first_round=runfolder.next_round, hooks=[runfolder.end_of_round])  # fmt: skip
+    last = rounds or settings.num_server_rounds
+    arrays = run_rounds(strategy, grid, runfolder.arrays, last, first_round=runfolder.next_round,
+                        hooks=[runfolder.end_of_round])  # fmt: skip
     return runfolder, arrays
 
 

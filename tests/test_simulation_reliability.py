@@ -16,7 +16,7 @@ from tests.test_simulation import BIN, ROOT, stop_local_superlink
 
 def flwr_run(work, run_config: str, env_extra: dict) -> tuple[int, str]:
     flwr_home = work / "flwr-home"
-    flwr_home.mkdir(exist_ok=True)
+    flwr_home.mkdir(parents=True, exist_ok=True)
     env = (
         os.environ
         | env_extra
