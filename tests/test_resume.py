@@ -150,3 +150,18 @@ def test_resume_refuses_a_corrupted_or_foreign_checkpoint_and_changes_nothing(ti
     with pytest.raises(CheckpointError, match="is not a run folder"):
         RunFolder.resume(tmp_path, settings, tiny_rag, build_strategy(settings), {})
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*")} == before  # nothing touched
+
+
+def test_a_damaged_or_foreign_saved_system_gives_a_clear_error(tiny_rag, tmp_path):
+    from fedrag_flower.rag.system import MANIFEST, RAGSystem
+
+    saved = tiny_rag.save_pretrained(tmp_path / "system", include_store=False)
+    weights = saved / "retriever_adapter" / "adapter_model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[:64])
+    with pytest.raises(ValueError, match="retriever_adapter cannot be loaded"):
+        RAGSystem.from_pretrained(saved, corpus=TINY_CORPUS)
+    weights.write_bytes(good)
+    (saved / MANIFEST).write_text('{"name": "some other tool"}')
+    with pytest.raises(ValueError, match="is not a fedrag-flower system manifest"):
+        RAGSystem.from_pretrained(saved, corpus=TINY_CORPUS)
