@@ -28,13 +28,13 @@ from pathlib import Path
 import numpy as np
 from flwr.app import ArrayRecord
 
+from fedrag_flower.atomic import atomic_directory
 from fedrag_flower.federation.adapter_strategy import AdapterStrategy, TooFewSitesError
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
 from fedrag_flower.federation.reporting import write_json_atomic, write_report
 from fedrag_flower.federation.rounds import RoundReport
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.strategies import load_strategy_state, strategy_state
-from fedrag_flower.atomic import atomic_directory
 from fedrag_flower.rag.system import MANIFEST, RAGSystem
 
 SERVER_STATE = "server_state.json"
