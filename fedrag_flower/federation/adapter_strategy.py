@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
@@ -256,8 +257,16 @@ def _as_dtype(value: Array, like: Array) -> Array:
 
 
 def _error_text(message: Message) -> str:
+    """The error's own message, without the traceback and terminal colours a simulated
+    site's error carries (its last ``Message:`` part), and its Flower error code."""
     error = message.error
-    return f"{error.reason} (error code {error.code})"
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error.reason))
+    if "Message: " in reason:
+        reason = reason.rsplit("Message: ", 1)[1]
+    reason = reason.strip().strip("'>").strip()
+    if len(reason) > 300:
+        reason = reason[:300] + " ..."
+    return f"{reason} (error code {error.code})"
 
 
 def _arrays(content: RecordDict) -> ArrayRecord:
