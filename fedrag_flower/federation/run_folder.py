@@ -35,6 +35,7 @@ from fedrag_flower.federation.reporting import write_json_atomic, write_report
 from fedrag_flower.federation.rounds import RoundReport
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.strategies import load_strategy_state, strategy_state
+from fedrag_flower.federation.tracking import log_history, make_tracker
 from fedrag_flower.rag.system import MANIFEST, RAGSystem
 
 SERVER_STATE = "server_state.json"
@@ -68,6 +69,8 @@ class RunFolder:
         self.stops: list[dict] = []
         self.next_round = 1
         self.arrays: ArrayRecord = adapter_arrays(rag_system.adapter_state_dict())
+        # Experiment tracking (run-config `tracking`): made here, so a wrong key fails early.
+        self.tracker = make_tracker(settings.tracking, self.folder)
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -197,6 +200,7 @@ class RunFolder:
             include_store=len(self.rag_system.knowledge_store) > 0,
         )
         self.write_report(sizes=model_sizes(self.rag_system))
+        log_history(self.tracker, self.history)  # the same history, one step a round
         return final
 
     def write_report(self, sizes: dict | None = None) -> None:
