@@ -4,6 +4,8 @@ from flwr.app import Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
+from fedrag_flower.federation.faults import raise_if_fault_injected
+from fedrag_flower.federation.privacy import site_clipping_mod
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import (
     deployment_site,
@@ -13,7 +15,7 @@ from fedrag_flower.federation.site import (
     train_site,
 )
 
-app = ClientApp()
+app = ClientApp(mods=[site_clipping_mod])  # clips updates only when the server asks (DP)
 
 
 def _site(context: Context, settings: FederationSettings):
@@ -37,6 +39,7 @@ def _prepare(msg: Message, context: Context):
 def train(msg: Message, context: Context) -> Message:
     settings, site, rag_system = _prepare(msg, context)
     server_round = int(msg.content["config"]["server-round"])
+    raise_if_fault_injected(context.node_config, server_round)  # test-only, off unless set
     state, metrics = train_site(rag_system, site, settings, server_round)
     content = RecordDict({"arrays": adapter_arrays(state), "metrics": MetricRecord(metrics)})
     return Message(content=content, reply_to=msg)

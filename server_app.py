@@ -1,15 +1,17 @@
-"""ServerApp: FedAvg over the sites' LoRA adapters; saves the shared fine-tuned RAG system."""
+"""ServerApp: aggregates the sites' LoRA adapters round by round; saves the shared
+fine-tuned RAG system. Strategy, validation, DP, checkpoints and resume: see
+``fedrag_flower/federation/`` (strategies, adapter_strategy, run_folder)."""
 
-from flwr.app import ConfigRecord, Context
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedrag_flower.federation.server import (
-    AdapterFedAvg,
-    RunOutputs,
-    initial_arrays,
-    server_rag_system,
-)
+from fedrag_flower.federation.adapter_strategy import TooFewSitesError
+from fedrag_flower.federation.faults import server_exit_hook
+from fedrag_flower.federation.rounds import run_rounds
+from fedrag_flower.federation.run_folder import RunFolder
+from fedrag_flower.federation.server import server_rag_system
 from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.federation.strategies import build_strategy
 
 app = ServerApp()
 
@@ -20,24 +22,37 @@ def main(grid: Grid, context: Context) -> None:
 
     # Seeded initial adapters: the same on the server and every site.
     rag_system = server_rag_system(settings)
-    outputs = RunOutputs(settings, rag_system, context.run_config)
-    print(f"fedrag-flower: writing this run to {outputs.folder}", flush=True)
+    strategy = build_strategy(settings)
+    if settings.resume_from:
+        run = RunFolder.resume(
+            settings.resume_from, settings, rag_system, strategy, context.run_config
+        )
+        print(f"fedrag-flower: resuming {run.folder} at round {run.next_round}", flush=True)
+    else:
+        run = RunFolder.create(settings, rag_system, strategy, context.run_config)
+    print(f"fedrag-flower: writing this run to {run.folder}", flush=True)
 
-    strategy = AdapterFedAvg(
-        fraction_train=settings.fraction_train,
-        fraction_evaluate=settings.fraction_evaluate,
-        min_train_nodes=settings.min_sites,
-        min_evaluate_nodes=settings.min_sites,
-        min_available_nodes=settings.min_sites,
-    )
-    result = strategy.start(
-        grid=grid,
-        initial_arrays=initial_arrays(rag_system),
-        num_rounds=settings.num_server_rounds,
-        train_config=ConfigRecord({"mode": settings.mode}),
-        evaluate_fn=outputs.checkpoint,
-    )
+    try:
+        arrays = run_rounds(
+            strategy,
+            grid,
+            run.arrays,
+            num_rounds=settings.num_server_rounds,
+            first_round=run.next_round,
+            timeout=settings.round_timeout,
+            train_config={"mode": settings.mode},
+            hooks=[h for h in (run.end_of_round, server_exit_hook()) if h],
+        )
+    except TooFewSitesError as error:
+        run.record_stop(error)
+        print(f"fedrag-flower: {error}", flush=True)
+        print(
+            f"fedrag-flower: last complete checkpoint: {run.stops[-1]['last_checkpoint']}; "
+            f"continue with --run-config \"resume-from='{run.folder}'\"",
+            flush=True,
+        )
+        raise
 
-    final = outputs.save_final(result, strategy)
+    final = run.save_final(arrays)
     print(f"fedrag-flower: shared fine-tuned RAG system saved to {final}", flush=True)
     print(f'fedrag-flower: ask it: fedrag-flower ask --system {final} "your question"', flush=True)

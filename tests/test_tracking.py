@@ -72,36 +72,33 @@ def test_tracking_off_writes_nothing_and_unknown_tracker_is_an_error(tmp_path):
         make_tracker("wandb", tmp_path)
 
 
-def test_run_outputs_of_a_tracked_run_write_tensorboard_beside_metrics_json(tiny_rag, tmp_path):
-    """The server's own path: RunOutputs made from run-config ``tracking="tensorboard"``,
-    a round's checkpoint, then save_final with Flower's Result of that round."""
-    from flwr.app import MetricRecord
-    from flwr.serverapp.strategy import Result
-
-    from fedrag_flower.federation.server import RunOutputs, initial_arrays
+def test_a_tracked_run_folder_writes_tensorboard_beside_metrics_json(tiny_rag, tmp_path):
+    """The server's own path: a RunFolder made from run-config ``tracking="tensorboard"``,
+    one round's report through its per-round hook, then save_final."""
+    from fedrag_flower.federation.rounds import RoundReport
+    from fedrag_flower.federation.run_folder import RunFolder
     from fedrag_flower.federation.settings import FederationSettings
+    from fedrag_flower.federation.strategies import build_strategy
 
     settings = FederationSettings.from_run_config(
         {"tracking": "tensorboard", "output-dir": str(tmp_path), "num-server-rounds": 1}
     )
-    outputs = RunOutputs(settings, tiny_rag, {"tracking": "tensorboard"})
-    assert isinstance(outputs.tracker, TensorBoardTracker)
-    arrays = initial_arrays(tiny_rag)
-    outputs.checkpoint(0, arrays)
-    outputs.checkpoint(1, arrays)
-    result = Result(
-        arrays=arrays,
-        train_metrics_clientapp={1: MetricRecord({"ralt-loss": 1.75})},
-        evaluate_metrics_clientapp={1: MetricRecord({"f1": 0.5})},
+    run = RunFolder.create(
+        settings, tiny_rag, build_strategy(settings), {"tracking": "tensorboard"}
     )
-
-    class Strategy:  # the two reply logs RunOutputs reads from the strategy
-        site_reports = {1: [{"node": 7, "bytes": 64, "metrics": {"ralt-loss": 1.75}}]}
-        site_evaluations = {1: [{"node": 7, "bytes": 0, "metrics": {"f1": 0.5}}]}
-
-    outputs.save_final(result, Strategy())
-    assert (outputs.folder / "metrics.json").exists() and (outputs.folder / "metrics.png").exists()
-    scalars = read_scalars(outputs.folder / "tensorboard")
+    assert isinstance(run.tracker, TensorBoardTracker)
+    report = RoundReport(
+        round=1,
+        seconds=2.0,
+        train={"ralt-loss": 1.75},
+        evaluate={"f1": 0.5},
+        site_train=[{"node": 7, "bytes": 64, "metrics": {"ralt-loss": 1.75}}],
+        site_evaluate=[{"node": 7, "bytes": 0, "metrics": {"f1": 0.5}}],
+    )
+    run.end_of_round(report, run.arrays)
+    run.save_final(run.arrays)
+    assert (run.folder / "metrics.json").exists() and (run.folder / "metrics.png").exists()
+    scalars = read_scalars(run.folder / "tensorboard")
     assert scalars["train/ralt-loss"] == [(1, 1.75)]
     assert scalars["evaluate/f1"] == [(1, 0.5)]
     assert scalars["site-7/train/ralt-loss"] == [(1, 1.75)]
@@ -110,11 +107,12 @@ def test_run_outputs_of_a_tracked_run_write_tensorboard_beside_metrics_json(tiny
 
 
 def test_wrong_tracking_key_fails_before_training(tiny_rag, tmp_path):
-    from fedrag_flower.federation.server import RunOutputs
+    from fedrag_flower.federation.run_folder import RunFolder
     from fedrag_flower.federation.settings import FederationSettings
+    from fedrag_flower.federation.strategies import build_strategy
 
     settings = FederationSettings.from_run_config(
         {"tracking": "tensorbord", "output-dir": str(tmp_path)}
     )
     with pytest.raises(ValueError, match="'tracking' must be one of"):
-        RunOutputs(settings, tiny_rag, {})
+        RunFolder.create(settings, tiny_rag, build_strategy(settings), {})

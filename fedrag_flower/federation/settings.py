@@ -11,6 +11,20 @@ from fedrag_flower.trainers.huggingface.lsr import LSRTrainingArgs
 from fedrag_flower.trainers.huggingface.ralt import RALTTrainingArgs
 
 MODES = ("ralt", "lsr", "ralt+lsr")
+STRATEGIES = (
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+)
+DP_MODES = ("none", "client-fixed", "server-fixed")
 
 
 @dataclass
@@ -46,6 +60,31 @@ class FederationSettings:
             FAQ), a file path, or ``none``.
         output_dir: where each run's folder is created.
         seed: seeds adapters' initialisation, data partitioning and batch order.
+        strategy: how the server aggregates, each Flower 1.42's own class: ``fedavg``,
+            ``fedavgm``, ``fedprox``, ``fedadam``, ``fedyogi``, ``fedadagrad``, or the
+            robust ``fedmedian``, ``fedtrimmedavg``, ``krum``, ``multikrum``, ``bulyan``.
+        server_lr / server_momentum: FedAvgM's server step on the averaged update
+            (1.0 and 0.0: plain FedAvg).
+        fedopt_eta / fedopt_beta_1 / fedopt_beta_2 / fedopt_tau: FedAdam, FedYogi and
+            FedAdagrad's server learning rate, moment decays and adaptivity.
+        proximal_mu: FedProx's mu, sent to the sites as ``proximal-mu``.
+        trimmed_beta: FedTrimmedAvg's fraction cut from each end, in [0, 0.5).
+        malicious_sites: sites Krum, MultiKrum and Bulyan assume may be malicious.
+        krum_select: updates MultiKrum averages.
+        norm_factor: an update whose norm exceeds this many times the median of the
+            other sites' is rejected (0: no norm check); see ``update_checks``.
+        round_timeout: seconds the server waits for the sites' replies in a round; a
+            site that has not answered by then is recorded as ``no-reply``.
+        resume_from: a run folder to continue from its last complete checkpoint ("": a
+            new run).
+        dp: differential privacy: ``none``, ``client-fixed`` (each site clips its update,
+            Flower's ``fixedclipping_mod``) or ``server-fixed`` (the server clips);
+            either way the server adds Gaussian noise to the mean.
+        dp_noise: noise multiplier z (noise std on the mean: z * dp_clip / sampled sites).
+        dp_clip: clipping norm C of each site's update (L2 over all adapter tensors).
+        dp_sampled_sites: sites sampled each round (0: min-sites); the accountant counts
+            every round as a release over this many sites, with no sampling amplification.
+        dp_delta: the delta at which the spent epsilon is reported.
         store_backend: each site's knowledge store: ``faiss`` (exact), ``faiss-hnsw`` or
             ``faiss-ivf`` (approximate, for large corpora), ``qdrant`` (embedded, or the
             server at ``store_url``); see ``fedrag_flower.rag.store_backends``.
@@ -84,6 +123,25 @@ class FederationSettings:
     server_corpus: str = "default"
     output_dir: str = "outputs"
     seed: int = 0
+    strategy: str = "fedavg"
+    server_lr: float = 1.0
+    server_momentum: float = 0.0
+    fedopt_eta: float = 0.01
+    fedopt_beta_1: float = 0.9
+    fedopt_beta_2: float = 0.99
+    fedopt_tau: float = 0.001
+    proximal_mu: float = 0.01
+    trimmed_beta: float = 0.2
+    malicious_sites: int = 0
+    krum_select: int = 2
+    norm_factor: float = 10.0
+    round_timeout: float = 3600.0
+    resume_from: str = ""
+    dp: str = "none"
+    dp_noise: float = 1.0
+    dp_clip: float = 1.0
+    dp_sampled_sites: int = 0
+    dp_delta: float = 1e-5
     store_backend: str = "faiss"
     store_url: str = ""
     tracking: str = "none"
@@ -111,7 +169,63 @@ class FederationSettings:
         settings = cls(**values)
         if settings.mode not in MODES:
             raise ValueError(f"run-config 'mode' must be one of {MODES}, got {settings.mode!r}")
+        settings.check_ranges()
         return settings
+
+    def check_ranges(self) -> None:
+        """Raise a ``ValueError`` naming the run-config key and what it allows for the
+        first value out of range (server-side keys)."""
+        choices = {"strategy": STRATEGIES, "dp": DP_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"run-config '{_key(name)}' must be one of {allowed}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        rules = [
+            ("num_server_rounds", self.num_server_rounds >= 1, ">= 1"),
+            ("min_sites", self.min_sites >= 1, ">= 1"),
+            ("fraction_train", 0 < self.fraction_train <= 1, "in (0, 1]"),
+            ("fraction_evaluate", 0 <= self.fraction_evaluate <= 1, "in [0, 1]"),
+            ("server_lr", self.server_lr > 0, "> 0"),
+            ("server_momentum", 0 <= self.server_momentum < 1, "in [0, 1)"),
+            ("fedopt_eta", self.fedopt_eta > 0, "> 0"),
+            ("fedopt_beta_1", 0 <= self.fedopt_beta_1 < 1, "in [0, 1)"),
+            ("fedopt_beta_2", 0 <= self.fedopt_beta_2 < 1, "in [0, 1)"),
+            ("fedopt_tau", self.fedopt_tau > 0, "> 0"),
+            ("proximal_mu", self.proximal_mu >= 0, ">= 0"),
+            ("trimmed_beta", 0 <= self.trimmed_beta < 0.5, "in [0, 0.5)"),
+            ("malicious_sites", self.malicious_sites >= 0, ">= 0"),
+            ("krum_select", self.krum_select >= 1, ">= 1"),
+            ("norm_factor", self.norm_factor == 0 or self.norm_factor > 1, "0 (off) or > 1"),
+            ("round_timeout", self.round_timeout > 0, "> 0 seconds"),
+            ("dp_noise", self.dp_noise > 0, "> 0"),
+            ("dp_clip", self.dp_clip > 0, "> 0"),
+            ("dp_sampled_sites", self.dp_sampled_sites >= 0, ">= 0 (0: min-sites)"),
+            ("dp_delta", 0 < self.dp_delta < 1, "in (0, 1)"),
+        ]
+        for name, ok, allowed in rules:
+            if not ok:
+                raise ValueError(
+                    f"run-config '{_key(name)}' must be {allowed}, got {getattr(self, name)!r}"
+                )
+        if self.dp != "none" and self.strategy not in ("fedavg", "fedprox"):
+            raise ValueError(
+                f"run-config 'dp' = {self.dp!r} needs strategy 'fedavg' or 'fedprox' (the "
+                f"accountant's noise calibration assumes a plain mean), got {self.strategy!r}"
+            )
+
+    @property
+    def trained_prefixes(self) -> tuple[str, ...]:
+        """The adapter key prefixes the sites train each round."""
+        return tuple(
+            prefix
+            for prefix, on in (
+                ("generator.", self.trains_generator),
+                ("retriever.", self.trains_retriever),
+            )
+            if on
+        )
 
     @property
     def trains_generator(self) -> bool:
@@ -152,6 +266,10 @@ class FederationSettings:
             seed=self.seed + server_round,
             progress=False,
         )
+
+
+def _key(name: str) -> str:
+    return name.replace("_", "-")
 
 
 def _as_bool(value) -> bool:

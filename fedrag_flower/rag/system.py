@@ -228,18 +228,29 @@ class RAGSystem:
                 f"{directory} is not a saved RAG system: {MANIFEST} is missing "
                 "(point at the folder a training run printed)"
             )
-        manifest = json.loads(manifest_path.read_text())
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            retriever_spec, generator_spec = manifest["retriever"], manifest["generator"]
+            retriever_lora = LoraSettings(**retriever_spec["lora"])
+            generator_lora = LoraSettings(**generator_spec["lora"])
+            config = RAGConfig(**manifest["config"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(
+                f"{manifest_path} is not a fedrag-flower system manifest "
+                f"({type(error).__name__}: {error}); was it written by another tool or damaged?"
+            ) from None
         retriever = Retriever(
-            manifest["retriever"]["model"],
-            manifest["retriever"]["context_model"],
-            LoraSettings(**manifest["retriever"]["lora"]),
-            device,
+            retriever_spec["model"], retriever_spec["context_model"], retriever_lora, device
         )
-        retriever.load_adapter(str(directory / "retriever_adapter"))
-        generator = Generator(
-            manifest["generator"]["model"], LoraSettings(**manifest["generator"]["lora"]), device
-        )
-        generator.load_adapter(str(directory / "generator_adapter"))
+        generator = Generator(generator_spec["model"], generator_lora, device)
+        for name, part in (("retriever_adapter", retriever), ("generator_adapter", generator)):
+            try:
+                part.load_adapter(str(directory / name))
+            except Exception as error:  # noqa: BLE001 - any unreadable adapter: name it
+                raise ValueError(
+                    f"{directory / name} cannot be loaded ({type(error).__name__}: {error}); "
+                    "the saved system is damaged or its adapter does not fit its base model"
+                ) from None
         if knowledge_store is None and corpus is not None:
             knowledge_store = store_class(store_backend or "faiss").from_corpus(
                 corpus, retriever, **(store_options or {})
@@ -253,4 +264,4 @@ class RAGSystem:
             knowledge_store = load_store(
                 directory / "knowledge_store", store_backend, **(store_options or {})
             )
-        return cls(retriever, knowledge_store, generator, RAGConfig(**manifest["config"]))
+        return cls(retriever, knowledge_store, generator, config)

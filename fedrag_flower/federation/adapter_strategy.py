@@ -1,0 +1,288 @@
+"""The server's guard around any Flower strategy: records what each site did, rejects bad
+updates, keeps the untrained side, and stops a round that has too few usable replies.
+
+``AdapterStrategy`` wraps a Flower 1.42 Message-API strategy (FedAvg, FedAdam, Krum, a
+DP wrapper, ...) the way Flower's own DP wrappers do, and adds, per round:
+
+- **site records**: every sampled site that answered with an error, did not answer within
+  the round's timeout (or left), or sent an update that ``update_checks`` rejected, as
+  ``{"round", "stage", "node", "kind", "reason"}`` (``kind``: ``error`` | ``no-reply`` |
+  ``rejected``), in ``events`` and in the log;
+- **validation** of each training reply (keys, shapes, dtypes, NaN/Inf, norm; see
+  ``update_checks``) before the wrapped strategy sees it;
+- **the one-side-trained rule**: a round that trains only one side (RALT: ``generator.*``,
+  LSR: ``retriever.*``) gets replies completed with the global tensors of the other side
+  (so every Flower strategy sees whole models, and a site's update there is exactly 0),
+  and the aggregate's untrained side is then replaced by the global tensors, bit for bit;
+- **min-sites**: fewer than ``min_sites`` accepted training replies raises
+  ``TooFewSitesError`` before anything is aggregated or saved.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+
+from fedrag_flower.federation.adapters import merge_into
+from fedrag_flower.federation.update_checks import DEFAULT_NORM_FACTOR, check_updates
+
+log = logging.getLogger("flwr.fedrag")  # through Flower's log handler
+
+WEIGHT_KEY = "num-examples"
+
+
+@dataclass(frozen=True)
+class SiteEvent:
+    """Something that went wrong with one site in one round."""
+
+    round: int
+    stage: str  # "train" or "evaluate"
+    node: int
+    kind: str  # "error", "no-reply" or "rejected"
+    reason: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class TooFewSitesError(RuntimeError):
+    """A training round ended with fewer usable replies than ``min-sites``."""
+
+    def __init__(self, server_round: int, accepted: int, min_sites: int, events: list[SiteEvent]):
+        self.server_round, self.accepted, self.min_sites = server_round, accepted, min_sites
+        self.events = events
+        lines = "; ".join(f"node {e.node}: {e.kind}: {e.reason}" for e in events) or "none"
+        super().__init__(
+            f"round {server_round}: only {accepted} site(s) sent a usable update, fewer than "
+            f"min-sites={min_sites}; the run stops here. Site problems this round: {lines}"
+        )
+
+
+class AdapterStrategy(Strategy):
+    """Wraps ``strategy`` (a Flower strategy) with site records, update validation, the
+    one-side-trained rule and the min-sites stop.
+
+    Args:
+        strategy: the Flower strategy that aggregates (possibly a DP wrapper around one).
+        trained_prefixes: the sides the sites train, e.g. ``("generator.",)`` for RALT.
+        min_sites: fewest accepted training replies a round may aggregate.
+        norm_factor: the update-norm outlier factor (0 turns the norm check off).
+        equal_weights: aggregate with every site weighing the same (``num-examples`` set
+            to 1 in the copy the wrapped strategy sees): what DP's noise calibration
+            ``sigma = z * C / n`` assumes. Each site's own figure stays in its record.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        trained_prefixes: tuple[str, ...],
+        min_sites: int,
+        norm_factor: float = DEFAULT_NORM_FACTOR,
+        equal_weights: bool = False,
+    ) -> None:
+        self.strategy = strategy
+        self.trained_prefixes = trained_prefixes
+        self.min_sites = min_sites
+        self.norm_factor = norm_factor
+        self.equal_weights = equal_weights
+        self.events: list[SiteEvent] = []
+        self.site_train: dict[int, list[dict]] = {}
+        self.site_evaluate: dict[int, list[dict]] = {}
+        self._global: ArrayRecord | None = None
+        self._sent: dict[tuple[str, int], list[int]] = {}
+
+    # -- Flower's Strategy interface -------------------------------------------------------
+
+    def summary(self) -> None:
+        log.info(
+            "AdapterStrategy: validation (norm factor %g), min-sites %d, trains %s",
+            self.norm_factor,
+            self.min_sites,
+            self.trained_prefixes,
+        )
+        self.strategy.summary()
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        self._global = arrays
+        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        self._sent[("train", server_round)] = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        replies = list(replies)
+        self.site_train[server_round] = [reply_summary(m) for m in replies]
+        events = self._failures("train", server_round, replies)
+        answered = [m for m in replies if not m.has_error()]
+        accepted, rejected = self._validated(server_round, answered)
+        events += rejected
+        self._record(events)
+        if len(accepted) < self.min_sites:
+            raise TooFewSitesError(server_round, len(accepted), self.min_sites, events)
+        for message in accepted:
+            message.content = self._completed(message.content)
+        arrays, metrics = self.strategy.aggregate_train(server_round, accepted)
+        if arrays is None:
+            log.warning("round %d: the strategy returned no aggregate; weights kept", server_round)
+            return None, metrics
+        trained = ArrayRecord(
+            {k: _as_dtype(arrays[k], self._global[k]) for k in self._trained_keys()}
+        )
+        return merge_into(self._global, trained), metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        messages = list(self.strategy.configure_evaluate(server_round, arrays, config, grid))
+        self._sent[("evaluate", server_round)] = [m.metadata.dst_node_id for m in messages]
+        return messages
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        replies = list(replies)
+        self.site_evaluate[server_round] = [reply_summary(m) for m in replies]
+        self._record(self._failures("evaluate", server_round, replies))
+        answered = [m for m in replies if not m.has_error()]
+        if not answered:
+            return None
+        return self.strategy.aggregate_evaluate(server_round, answered)
+
+    # -- the guard ------------------------------------------------------------------------
+
+    def round_events(self, server_round: int) -> list[dict]:
+        return [e.as_dict() for e in self.events if e.round == server_round]
+
+    def _trained_keys(self) -> list[str]:
+        return [k for k in self._global.keys() if k.startswith(self.trained_prefixes)]
+
+    def _failures(self, stage: str, server_round: int, replies: list[Message]) -> list[SiteEvent]:
+        events = [
+            SiteEvent(server_round, stage, m.metadata.src_node_id, "error", _error_text(m))
+            for m in replies
+            if m.has_error()
+        ]
+        answered = {m.metadata.src_node_id for m in replies}
+        events += [
+            SiteEvent(
+                server_round,
+                stage,
+                node,
+                "no-reply",
+                "no reply within the round timeout (the site timed out or left)",
+            )
+            for node in self._sent.get((stage, server_round), [])
+            if node not in answered
+        ]
+        return events
+
+    def _validated(
+        self, server_round: int, answered: list[Message]
+    ) -> tuple[list[Message], list[SiteEvent]]:
+        structural, candidates = [], []
+        for message in answered:
+            problem = _structure_problem(message.content)
+            if problem:
+                structural.append((message, problem))
+            else:
+                candidates.append(message)
+        global_np = {k: v.numpy() for k, v in self._global.items()}
+        tensors = [{k: v.numpy() for k, v in _arrays(m.content).items()} for m in candidates]
+        rejections = check_updates(global_np, self._trained_keys(), tensors, self.norm_factor)
+        reasons = {r.index: r.reason for r in rejections}
+        events = [
+            SiteEvent(server_round, "train", m.metadata.src_node_id, "rejected", problem)
+            for m, problem in structural
+        ]
+        events += [
+            SiteEvent(server_round, "train", candidates[i].metadata.src_node_id, "rejected", r)
+            for i, r in reasons.items()
+        ]
+        accepted = [m for i, m in enumerate(candidates) if i not in reasons]
+        return accepted, events
+
+    def _completed(self, content: RecordDict) -> RecordDict:
+        """The reply with every global key, in the global order (the untrained side
+        carries the global tensors), and a copy of its metrics."""
+        arrays = _arrays(content)
+        whole = ArrayRecord({k: arrays[k] if k in arrays else v for k, v in self._global.items()})
+        metrics = MetricRecord(dict(_metrics(content)))
+        if self.equal_weights:
+            metrics[WEIGHT_KEY] = 1.0
+        return RecordDict({"arrays": whole, "metrics": metrics})
+
+    def _record(self, events: list[SiteEvent]) -> None:
+        for event in events:
+            log.warning(
+                "round %d %s: site node %d %s: %s",
+                event.round,
+                event.stage,
+                event.node,
+                event.kind,
+                event.reason,
+            )
+        self.events += events
+
+
+def reply_summary(message: Message) -> dict:
+    """What the run history keeps of one reply: the node, the bytes of tensors it sent and
+    its scalar metrics, or its error."""
+    if message.has_error():
+        return {"node": message.metadata.src_node_id, "error": _error_text(message)}
+    content = message.content
+    return {
+        "node": message.metadata.src_node_id,
+        "bytes": sum(r.count_bytes() for r in content.array_records.values()),
+        "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
+    }
+
+
+def _as_dtype(value: Array, like: Array) -> Array:
+    """``value`` in ``like``'s dtype: a server optimizer's float64 arithmetic must not change
+    what the sites are sent (their replies are checked against it)."""
+    if value.dtype == like.dtype:
+        return value
+    return Array(np.asarray(value.numpy(), dtype=like.numpy().dtype))
+
+
+def _error_text(message: Message) -> str:
+    """The error's own message, without the traceback and terminal colours a simulated
+    site's error carries (its last ``Message:`` part), and its Flower error code."""
+    error = message.error
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", str(error.reason))
+    if "Message: " in reason:
+        reason = reason.rsplit("Message: ", 1)[1]
+    reason = reason.strip().strip("'>").strip()
+    if len(reason) > 300:
+        reason = reason[:300] + " ..."
+    return f"{reason} (error code {error.code})"
+
+
+def _arrays(content: RecordDict) -> ArrayRecord:
+    return next(iter(content.array_records.values()))
+
+
+def _metrics(content: RecordDict) -> MetricRecord:
+    return next(iter(content.metric_records.values()))
+
+
+def _structure_problem(content: RecordDict) -> str | None:
+    if len(content.array_records) != 1:
+        return f"reply holds {len(content.array_records)} ArrayRecords, expected 1"
+    if len(content.metric_records) != 1:
+        return f"reply holds {len(content.metric_records)} MetricRecords, expected 1"
+    weight = _metrics(content).get(WEIGHT_KEY)
+    if not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight <= 0:
+        return f"'{WEIGHT_KEY}' is {weight!r}, expected a positive number"
+    return None

@@ -1,0 +1,72 @@
+"""An in-process Flower Grid whose sites are Python functions: the server's round loop,
+strategies and guard run for real, with replies a test controls exactly."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+
+# A site: (incoming content, message type, server round) -> reply content, an Error, or None
+# (no reply: timed out or gone).
+Site = Callable[[RecordDict, str, int], "RecordDict | Error | None"]
+
+
+class FakeGrid:
+    def __init__(self, sites: dict[int, Site]):
+        from flwr.supercore.task_identity import TaskIdentity
+
+        # What a ServerApp process has set before its main() runs; Messages need it.
+        for name in ("task_id", "run_id", "node_id"):
+            if getattr(TaskIdentity, f"_{name}") is None:
+                setattr(TaskIdentity, name, 1)
+        self.sites = sites
+        self.sent: list[Message] = []
+
+    def get_node_ids(self):
+        return list(self.sites)
+
+    def send_and_receive(self, messages, timeout=None):
+        replies = []
+        for message in messages:
+            self.sent.append(message)
+            site = self.sites[message.metadata.dst_node_id]
+            server_round = int(message.content["config"]["server-round"])
+            out = site(message.content, message.metadata.message_type, server_round)
+            if out is not None:
+                replies.append(Message(out, reply_to=message))
+        return replies
+
+
+def arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in record.items()}
+
+
+def record_of(arrays: dict[str, np.ndarray]) -> ArrayRecord:
+    return ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()})
+
+
+def training_site(
+    delta: Callable[[str, np.ndarray, int], np.ndarray],
+    num_examples: float,
+    prefixes: tuple[str, ...] = ("generator.", "retriever."),
+) -> Site:
+    """A site whose training adds ``delta(key, global, round)`` to the keys of the trained
+    sides and replies with only those keys; it evaluates to ``loss = node-specific``."""
+
+    def site(content: RecordDict, kind: str, server_round: int):
+        incoming = arrays_of(content["arrays"])
+        if kind == MessageType.EVALUATE:
+            return RecordDict(
+                {"metrics": MetricRecord({"num-examples": num_examples, "nll": num_examples})}
+            )
+        out = {
+            k: (v + delta(k, v, server_round)).astype(v.dtype)
+            for k, v in incoming.items()
+            if k.startswith(prefixes)
+        }
+        metrics = MetricRecord({"num-examples": num_examples, "ralt-loss": 1.0})
+        return RecordDict({"arrays": record_of(out), "metrics": metrics})
+
+    return site
