@@ -317,3 +317,36 @@ def test_ralt_micro_batches_give_the_same_step_as_the_whole_batch(tiny_rag, tiny
     assert any(not torch.equal(initial[k], adapters[0][k]) for k in initial)
     for key in initial:
         torch.testing.assert_close(adapters[1][key], adapters[0][key], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mu", [0.0, 10.0])
+def test_proximal_term_moves_the_minimum_as_fedprox_says(mu):
+    """With loss ||w - t||^2 and FedProx's mu / 2 ||w - w_0||^2 (w_0 = 0), the loop
+    converges to argmin = 2t / (2 + mu); the term's gradient is mu * (w - w_0)."""
+    import time
+
+    from fedrag_flower.trainers.args import TrainingArgs
+    from fedrag_flower.trainers.loop import Step, proximal_term, train_loop
+
+    module = torch.nn.Linear(1, 3, bias=False)
+    torch.nn.init.zeros_(module.weight)
+    (w,) = module.parameters()
+    target = torch.full_like(w, 5.0)
+    args = TrainingArgs(
+        epochs=400, learning_rate=0.05, max_grad_norm=0, proximal_mu=mu, progress=False
+    )
+    train_loop(
+        module,
+        [w],
+        args,
+        lambda rng: [[None]],
+        lambda _: Step(((w - target) ** 2).sum(), 1),
+        "toy",
+        time.perf_counter(),
+    )
+    torch.testing.assert_close(w.detach(), 2 * target / (2 + mu), atol=0.02, rtol=0.01)
+
+    anchor = torch.zeros_like(w)
+    w.grad = None
+    proximal_term([w], [anchor], 3.0).backward()
+    torch.testing.assert_close(w.grad, 3.0 * (w.detach() - anchor))

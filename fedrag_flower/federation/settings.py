@@ -250,6 +250,7 @@ class FederationSettings:
             learning_rate=self.lr_generator,
             batch_size=self.batch_size,
             max_steps=self.local_steps or None,
+            proximal_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,
             seed=self.seed + server_round,
             progress=False,
         )
@@ -263,6 +264,7 @@ class FederationSettings:
             gamma=self.lsr_gamma,
             beta=self.lsr_beta,
             max_steps=self.local_steps or None,
+            proximal_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,
             seed=self.seed + server_round,
             progress=False,
         )

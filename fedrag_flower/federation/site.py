@@ -6,9 +6,6 @@ arguments and the results back into a Message; tests call them directly.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import random
 import sys
 import time
@@ -130,7 +127,6 @@ def train_site(
         metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
         state |= {f"retriever.{k}": v for k, v in rag_system.retriever.adapter_state_dict().items()}
     metrics["train-seconds"] = time.perf_counter() - start
-    release_memory()
     metrics["peak-memory-gb"] = peak_memory_gb()
     return state, metrics
 
@@ -150,7 +146,6 @@ def evaluate_site(
     metrics = {k.replace("_", "-"): v for k, v in metrics.items() if k != "num_examples"}
     metrics["num-examples"] = float(len(rows))
     metrics["eval-seconds"] = time.perf_counter() - start
-    release_memory()
     metrics["peak-memory-gb"] = peak_memory_gb()
     return metrics
 
@@ -163,16 +158,3 @@ def peak_memory_gb() -> float:
         return 0.0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes vs KiB
-
-
-def release_memory() -> None:
-    """Give freed memory back to the OS between messages. A site process lives for many
-    rounds (simulation) and glibc keeps freed activation buffers of varying sizes in its
-    heap; ``malloc_trim`` returns them, so the next round does not start from a bloated
-    process."""
-    gc.collect()
-    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
-    if libc_name:
-        libc = ctypes.CDLL(libc_name)
-        if hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)

@@ -18,6 +18,11 @@ class TrainingArgs:
         max_grad_norm: gradient clipping norm (0 disables).
         seed: seeds the batch order.
         progress: show a progress bar.
+        proximal_mu: FedProx's proximal term (Li et al., 2020, "Federated Optimization in
+            Heterogeneous Networks"): each step minimises
+            ``loss + mu / 2 * ||w - w_0||^2`` over the trained adapter ``w``, ``w_0`` its
+            value when ``train()`` started (the global adapter in a federated round).
+            0 disables it.
     """
 
     epochs: int = 1
@@ -28,6 +33,7 @@ class TrainingArgs:
     max_grad_norm: float = 1.0
     seed: int = 0
     progress: bool = True
+    proximal_mu: float = 0.0
 
 
 def with_overrides(args, overrides: dict):

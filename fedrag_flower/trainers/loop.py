@@ -52,6 +52,7 @@ def train_loop(
     """
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     rng = random.Random(args.seed)
+    anchors = [p.detach().clone() for p in params] if args.proximal_mu else []
     history: list[float] = []
     examples = 0
     module.train()
@@ -70,6 +71,8 @@ def train_loop(
                     loss += out.loss.item()
                     examples += out.examples
                     tokens += out.tokens
+                if anchors:
+                    proximal_term(params, anchors, args.proximal_mu).backward()
                 if args.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
@@ -81,6 +84,14 @@ def train_loop(
     finally:
         module.eval()
     return _result(history, examples, tokens, started)
+
+
+def proximal_term(
+    params: list[torch.nn.Parameter], anchors: list[torch.Tensor], mu: float
+) -> torch.Tensor:
+    """FedProx's ``mu / 2 * ||w - w_0||^2``: its gradient ``mu * (w - w_0)`` pulls a site's
+    adapter towards the round's global one."""
+    return mu / 2 * sum(((p - a) ** 2).sum() for p, a in zip(params, anchors))
 
 
 def _result(history: list[float], examples: int, tokens: int, started: float) -> TrainResult:
