@@ -13,6 +13,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state, merge_into
+from fedrag_flower.federation.node import reply_site_name
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.system import RAGSystem
@@ -39,6 +40,9 @@ class AdapterFedAvg(FedAvg):
     def aggregate_train(self, server_round: int, replies):
         replies = list(replies)
         self.site_reports[server_round] = [_reply_summary(m) for m in replies]
+        for s in self.site_reports[server_round]:  # sites by name beside their node id
+            print(f"fedrag-flower: round {server_round}: site {s.get('site')} (node {s['node']}): "
+                  f"{s.get('metrics', s.get('error'))}", flush=True)  # fmt: skip
         arrays, metrics = super().aggregate_train(server_round, replies)
         if arrays is not None:
             arrays = merge_into(self._global_arrays, arrays)
@@ -56,6 +60,7 @@ def _reply_summary(message: Message) -> dict:
     content = message.content
     return {
         "node": message.metadata.src_node_id,
+        "site": reply_site_name(content),  # the node config's site-name (None: not set)
         "bytes": sum(r.count_bytes() for r in content.array_records.values()),
         "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
     }
