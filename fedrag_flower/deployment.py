@@ -26,7 +26,7 @@ pair in OpenSSH format (what ``flwr supernode register`` and ``flower-supernode
 --auth-supernode-private-key`` accept), a TLS certificate for the site's loopback
 Runtime API and a shared secret of the site's SuperNode and SuperExec (only a SuperExec
 that presents it may take the site's tasks), so that no process in the deployment runs
-with ``--insecure`` and no process on a site's host can pick up its ClientApp tasks.
+with ``--insecure`` and no other process on a site's host can pick up its ClientApp tasks.
 
 It does not import ``flwr``; ``cryptography`` (a dependency of ``flwr``) is imported only
 by the functions that generate credentials.
