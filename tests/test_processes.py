@@ -74,3 +74,16 @@ def test_simulate_script_stops_its_superlink_through_the_package_helper():
     script = (Path(__file__).parents[1] / "scripts" / "simulate.sh").read_text()
     assert "pkill" not in script
     assert "-m fedrag_flower.processes stop-local-superlink" in script
+
+
+def test_benchmarks_import_no_test_module_and_use_the_package_helper():
+    root = Path(__file__).parents[1]
+    tests = {p.stem for p in (root / "tests").glob("*.py")} | {"tests"}
+    for bench in (root / "benchmarks").glob("*.py"):
+        source = bench.read_text()
+        for module in tests:
+            assert f"from {module} import" not in source, (bench.name, module)
+            assert f"import {module}\n" not in source, (bench.name, module)
+        assert 'sys.path.insert(0, str(ROOT / "tests"))' not in source, bench.name
+    federation = (root / "benchmarks" / "bench_federation.py").read_text()
+    assert "from fedrag_flower.processes import stop_local_superlink" in federation
