@@ -5,6 +5,7 @@ from flwr.clientapp import ClientApp
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
 from fedrag_flower.federation.faults import raise_if_fault_injected
+from fedrag_flower.federation.node import apply_compute_threads, site_record
 from fedrag_flower.federation.privacy import site_clipping_mod
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import (
@@ -28,6 +29,7 @@ def _site(context: Context, settings: FederationSettings):
 
 
 def _prepare(msg: Message, context: Context):
+    apply_compute_threads(context.node_config)  # before any model runs in this process
     settings = FederationSettings.from_run_config(context.run_config)
     site = _site(context, settings)
     rag_system = site_rag_system(site, settings)
@@ -41,7 +43,13 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(msg.content["config"]["server-round"])
     raise_if_fault_injected(context.node_config, server_round)  # test-only, off unless set
     state, metrics = train_site(rag_system, site, settings, server_round)
-    content = RecordDict({"arrays": adapter_arrays(state), "metrics": MetricRecord(metrics)})
+    content = RecordDict(
+        {
+            "arrays": adapter_arrays(state),
+            "metrics": MetricRecord(metrics),
+            "site": site_record(site.name),  # the site's name, beside its node id
+        }
+    )
     return Message(content=content, reply_to=msg)
 
 
@@ -49,4 +57,5 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     settings, site, rag_system = _prepare(msg, context)
     metrics = evaluate_site(rag_system, site, settings)
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": site_record(site.name)})
+    return Message(content=content, reply_to=msg)

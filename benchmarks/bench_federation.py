@@ -19,15 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
+from fedrag_flower.processes import stop_local_superlink
+
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
 SMALL = "num-server-rounds=2 pairs-per-round=16 eval-generate=4"
 
 
 def run_simulation(run_config: str, sites: int, workdir: Path) -> Path:
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_simulation import stop_local_superlink  # the tests' PID-based cleanup
-
     flwr_home, outputs = workdir / "flwr-home", workdir / "outputs"
     flwr_home.mkdir(parents=True)
     env = os.environ | {

@@ -11,11 +11,14 @@ writes
     superexec.secret                   shared by the SuperLink and the ServerApp SuperExec
     <site>/node.key node.key.pub       the site's SuperNode key pair (ECDSA P-384, OpenSSH)
     <site>/runtime*.crt runtime.key    TLS of the site's loopback Runtime API
+    <site>/superexec.secret            shared by the site's SuperNode and its SuperExec
 
 the layout docker-compose.yml mounts. Existing files are never overwritten without
---force; running it again with a new --site adds that site only. In a real deployment a
-hospital generates its own node key (``fedrag-flower site node-key``) and sends only the
-public key; ``--site`` is for the compose demo and tests.
+--force; running it again with a new --site adds that site only (and a missing
+superexec.secret to an existing site). In a real deployment a hospital generates its own
+node key (``fedrag-flower node-key``) and sends only the public key; ``--site`` is for the
+compose demo and tests. Without Docker, ``fedrag-flower coordinator-credentials`` writes
+the coordinator's part.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             creds = deployment.SiteCredentials(args.folder / site)
             if creds.node_key.exists() and not args.force:
                 print(f"{site}: keeping the existing key {creds.node_key}")
+                if deployment.add_site_superexec_secret(creds):
+                    print(f"{site}: added the SuperExec secret {creds.superexec_secret}")
                 continue
             deployment.generate_site_credentials(creds.folder, site, force=args.force)
             print(f"{site}: public key {creds.node_public_key}")

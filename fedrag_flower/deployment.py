@@ -12,15 +12,21 @@ one or more sites (hospitals), each running a SuperNode and a SuperExec for its 
 
 This module is the single place that builds those processes' argument lists. The
 ``docker-compose.yml`` at the repository root, the loopback deployment tests
-(``tests/deployment_topology.py``) and the hospital command ``fedrag-flower site
-supernode-command`` all use it, and ``tests/test_deployment.py`` checks that the compose
-file's commands equal what these functions return, so the three cannot drift apart.
+(``tests/deployment_topology.py``) and the commands ``fedrag-flower supernode-command``
+(a hospital) and ``fedrag-flower coordinator-command`` (the coordinator, without Docker)
+all use it, and ``tests/test_deployment.py`` checks that the compose file's commands equal
+what these functions return, so they cannot drift apart. :func:`shell_command` turns an
+argument list into a line that runs as printed from a fresh shell: absolute executable,
+the environment's ``bin`` on ``PATH`` (a SuperExec starts ``flwr-serverapp`` /
+``flwr-clientapp`` by name), ``FLWR_HOME`` and the working directory set explicitly.
 
 It also generates the credentials: a certificate authority, the SuperLink's TLS
 certificate, a shared secret for the ServerApp SuperExec, and per site an ECDSA P-384 key
 pair in OpenSSH format (what ``flwr supernode register`` and ``flower-supernode
---auth-supernode-private-key`` accept) plus a TLS certificate for the site's loopback
-Runtime API, so that no process in the deployment runs with ``--insecure``.
+--auth-supernode-private-key`` accept), a TLS certificate for the site's loopback
+Runtime API and a shared secret of the site's SuperNode and SuperExec (only a SuperExec
+that presents it may take the site's tasks), so that no process in the deployment runs
+with ``--insecure`` and no other process on a site's host can pick up its ClientApp tasks.
 
 It does not import ``flwr``; ``cryptography`` (a dependency of ``flwr``) is imported only
 by the functions that generate credentials.
@@ -33,6 +39,10 @@ import ipaddress
 import os
 import secrets
 import shlex
+import shutil
+import socket
+import sys
+import sysconfig
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,8 +61,13 @@ SUPERLINK_PROGRAM = "flower-superlink"
 SUPEREXEC_PROGRAM = "flower-superexec"
 SUPERNODE_PROGRAM = "flower-supernode"
 
-# Keys of a SuperNode's node config that the ClientApp reads in deployment mode.
-NODE_CONFIG_KEYS = ("corpus-path", "train-path", "test-path", "data-dir")
+# Keys of a SuperNode's node config that the ClientApp reads in deployment mode: the
+# site's files, its index folder, its name (shown beside its node id in the coordinator's
+# log and metrics.json) and the compute threads of each of its ClientApp processes.
+NODE_CONFIG_KEYS = ("corpus-path", "train-path", "test-path", "data-dir", "site-name", "threads")
+
+# Environment of every Flower process here: never pip-install an app's dependencies.
+RUNTIME_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
 
 
 # --------------------------------------------------------------------------------------
@@ -114,6 +129,7 @@ def supernode_args(
     runtime_cert: str,
     runtime_key: str,
     runtime_ca: str,
+    superexec_secret: str | None,
     runtime_port: int = SUPERNODE_RUNTIME_PORT,
     max_retries: int | None = None,
 ) -> list[str]:
@@ -123,7 +139,9 @@ def supernode_args(
     that signed its certificate, ``node_key`` the site's private key (its public half
     registered by the coordinator). ClientApps run in a separate SuperExec (``--isolation
     process``) that reaches this node's Runtime API on 127.0.0.1:``runtime_port`` over
-    TLS (``runtime_*``). ``max_retries`` bounds reconnection attempts (default: forever).
+    TLS (``runtime_*``) and must present ``superexec_secret`` to take a task (``None``
+    only to show what happens without it). ``max_retries`` bounds reconnection attempts
+    (default: forever).
     """
     args = [
         "--superlink", superlink,
@@ -137,28 +155,57 @@ def supernode_args(
         "--ssl-ca-certfile", runtime_ca,
         "--node-config", format_node_config(node_config),
     ]  # fmt: skip
+    if superexec_secret is not None:
+        args += ["--superexec-auth-secret-file", superexec_secret]
     if max_retries is not None:
         args += ["--max-retries", str(max_retries)]
     return args
 
 
 def site_node_config(
-    *, corpus: str, train: str, data_dir: str, test: str | None = None
-) -> dict[str, str]:
-    """The node config of a site in deployment mode: its corpus and QA files, and a
-    writable folder for its index (``corpus-path``, ``train-path``, ``test-path``,
-    ``data-dir``)."""
-    config = {"corpus-path": corpus, "train-path": train}
+    *,
+    corpus: str,
+    train: str,
+    data_dir: str,
+    test: str | None = None,
+    name: str | None = None,
+    threads: int | None = None,
+) -> dict[str, str | int]:
+    """The node config of a site in deployment mode: its corpus and QA files, a writable
+    folder for its index (``corpus-path``, ``train-path``, ``test-path``, ``data-dir``),
+    its name (``site-name``: shown beside its node id in the coordinator's log and
+    metrics.json; nothing of the data) and the compute threads of each of its ClientApp
+    processes (``threads``; absent: PyTorch's default, all cores)."""
+    config: dict[str, str | int] = {"corpus-path": corpus, "train-path": train}
     if test is not None:
         config["test-path"] = test
     config["data-dir"] = data_dir
+    if name:
+        config["site-name"] = name
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"threads={threads}: give at least 1 compute thread per site")
+        config["threads"] = threads
     return config
+
+
+def site_threads(sites_on_host: int = 1) -> int:
+    """Compute threads one site process gets by default: the CPUs this process may use
+    (its affinity, else the machine's count) shared evenly by ``sites_on_host`` sites,
+    at least 1. Without it every process starts as many threads as there are cores, and
+    two sites on one host slow each other down."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, cpus // max(1, sites_on_host))
 
 
 def format_node_config(config: Mapping[str, str | int | float | bool]) -> str:
     """``--node-config`` text for ``config``: space-separated ``key=value`` pairs with
-    TOML values; strings become TOML literal strings (single quotes) so that Windows
-    paths keep their backslashes."""
+    TOML values; strings become TOML basic strings (``"..."``, backslashes escaped, so
+    Windows paths survive). Flower's parser cuts a value at its next double quote, so a
+    value may not contain one (nor a newline)."""
     parts = []
     for key, value in config.items():
         if isinstance(value, bool):
@@ -167,12 +214,12 @@ def format_node_config(config: Mapping[str, str | int | float | bool]) -> str:
             text = repr(value)
         else:
             value = str(value)
-            if "'" in value or "\n" in value:
+            if '"' in value or "\n" in value:
                 raise ValueError(
-                    f"node config {key}={value!r}: a value may not contain a single quote "
+                    f"node config {key}={value!r}: a value may not contain a double quote "
                     "or a newline; rename the file or folder."
                 )
-            text = f"'{value}'"
+            text = _toml_str(value)
         parts.append(f"{key}={text}")
     return " ".join(parts)
 
@@ -196,6 +243,200 @@ def register_args(public_key: str, connection: str, name: str) -> list[str]:
 def command_line(program: str, args: Sequence[str]) -> str:
     """A copy-pasteable shell command."""
     return shlex.join([program, *args])
+
+
+def environment_bin_dir() -> Path:
+    """The folder of this Python environment's executables (``flower-superlink``,
+    ``flwr``, ``flwr-serverapp``, ``fedrag-flower``, ...)."""
+    candidates = [Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))]
+    which = shutil.which(SUPEREXEC_PROGRAM)
+    if which:
+        candidates.append(Path(which).parent)
+    for folder in candidates:
+        if (folder / SUPEREXEC_PROGRAM).exists() or (folder / f"{SUPEREXEC_PROGRAM}.exe").exists():
+            return folder.absolute()
+    raise FileNotFoundError(
+        f"{SUPEREXEC_PROGRAM} not found next to {sys.executable}: install fedrag-flower "
+        "(it brings Flower) into this environment."
+    )
+
+
+def shell_command(
+    program: str,
+    args: Sequence[str],
+    *,
+    bin_dir: str | os.PathLike,
+    flwr_home: str | os.PathLike | None = None,
+    cwd: str | os.PathLike | None = None,
+    env: Mapping[str, str] = RUNTIME_ENV,
+) -> str:
+    """A POSIX shell line that runs ``program args`` from a fresh shell: ``cd`` into
+    ``cwd``, then ``program`` by its absolute path in ``bin_dir`` with ``bin_dir`` first
+    on ``PATH`` (a SuperExec starts ``flwr-serverapp`` / ``flwr-clientapp`` by name),
+    ``FLWR_HOME`` set (Flower's own files; otherwise ``~/.flwr`` of whoever runs it) and
+    ``env``."""
+    bin_dir = Path(bin_dir)
+    assignments = [f"{key}={shlex.quote(value)}" for key, value in env.items()]
+    if flwr_home is not None:
+        assignments.insert(0, f"FLWR_HOME={shlex.quote(str(flwr_home))}")
+    assignments.append(f'PATH={shlex.quote(str(bin_dir))}:"$PATH"')
+    line = " ".join([*assignments, command_line(str(bin_dir / program), args)])
+    if cwd is not None:
+        line = f"cd {shlex.quote(str(cwd))} && {line}"
+    return line
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something on this host already listens on ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+# --------------------------------------------------------------------------------------
+# Commands as printed for people (``fedrag-flower coordinator-command`` and
+# ``supernode-command``): the builders above, made runnable from a fresh shell
+# --------------------------------------------------------------------------------------
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "0.0.0.0", "::")
+
+
+@dataclass(frozen=True)
+class CoordinatorLayout:
+    """Where the coordinator's processes keep their files, all under ``workdir``: the
+    SuperLink's state (``state/superlink.db``), Flower's home for the coordinator's
+    processes and its ``flwr`` CLI (``flwr-home/``, with the connection in
+    ``config.toml``), and the runs' results (``outputs/run-<time>/``)."""
+
+    workdir: Path
+
+    @property
+    def database(self) -> Path:
+        return self.workdir / "state" / "superlink.db"
+
+    @property
+    def flwr_home(self) -> Path:
+        return self.workdir / "flwr-home"
+
+    @property
+    def outputs(self) -> Path:
+        """What the printed ``flwr run`` passes as the run config's ``output-dir``; also
+        where the default ``output-dir = "outputs"`` lands (the ServerApp's SuperExec runs
+        in ``workdir``)."""
+        return self.workdir / "outputs"
+
+
+def coordinator_commands(
+    *,
+    credentials: CoordinatorCredentials,
+    layout: CoordinatorLayout,
+    bin_dir: str | os.PathLike,
+    app: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = SUPERLINK_PORT,
+    connection: str = "fedrag",
+    site_keys: Mapping[str, str] | None = None,
+    run_config: str = "",
+) -> list[tuple[str, str]]:
+    """The coordinator's commands without Docker, in order, as ``(what, shell line)``:
+    the SuperLink on ``host:port`` (loopback unless another address is given), the
+    ServerApp's SuperExec (with the SuperExec secret), ``flwr supernode register`` for
+    each of ``site_keys`` (site name -> its ``node.key.pub``; a template line if none),
+    ``flwr supernode list`` and ``flwr run`` of ``app`` with ``output-dir`` set to
+    ``layout.outputs`` plus ``run_config``. The ``flwr`` lines need
+    :func:`superlink_connection_toml` written to ``layout.flwr_home / "config.toml"``.
+    """
+    c, home, cwd = credentials, layout.flwr_home, layout.workdir
+    local = "127.0.0.1" if host in LOOPBACK_HOSTS else host
+    superlink = superlink_args(
+        host=host,
+        port=port,
+        ca_cert=str(c.ca_cert),
+        cert=str(c.superlink_cert),
+        key=str(c.superlink_key),
+        database=str(layout.database),
+        superexec_secret=str(c.superexec_secret),
+    )
+    superexec = superexec_args(
+        runtime_address=f"{local}:{port}",
+        root_cert=str(c.ca_cert),
+        superexec_secret=str(c.superexec_secret),
+    )
+
+    def flwr(args: Sequence[str]) -> str:
+        return shell_command("flwr", args, bin_dir=bin_dir, flwr_home=home, cwd=cwd)
+
+    commands = [
+        (
+            f"The SuperLink on {host}:{port} (keep it running)",
+            shell_command(SUPERLINK_PROGRAM, superlink, bin_dir=bin_dir, flwr_home=home, cwd=cwd),
+        ),
+        (
+            "The ServerApp's SuperExec (keep it running); each run writes into "
+            f"{layout.outputs}/run-<time>/",
+            shell_command(SUPEREXEC_PROGRAM, superexec, bin_dir=bin_dir, flwr_home=home, cwd=cwd),
+        ),
+    ]
+    for name, key in (site_keys or {"<site-name>": "<path/to/node.key.pub>"}).items():
+        commands.append(
+            (f"Let site {name} join (its public key)", flwr(register_args(key, connection, name)))
+        )
+    commands.append(("Which sites are online", flwr(["supernode", "list", connection])))
+    # The same key=value TOML text as a node config.
+    config = f"{format_node_config({'output-dir': str(layout.outputs)})} {run_config}".strip()
+    commands.append(
+        (
+            f"Submit a run; its results: {layout.outputs}/run-<time>/",
+            flwr(["run", str(app), connection, "--stream", "--run-config", config]),
+        )
+    )
+    return commands
+
+
+def site_commands(
+    *,
+    superlink: str,
+    root_cert: str,
+    credentials: SiteCredentials,
+    node_config: Mapping[str, str | int | float | bool],
+    data_dir: str | os.PathLike,
+    bin_dir: str | os.PathLike,
+    runtime_port: int = SUPERNODE_RUNTIME_PORT,
+) -> list[tuple[str, str]]:
+    """A site's two commands, as ``(what, shell line)``: its SuperNode and the SuperExec
+    that runs its ClientApps, both with the site's SuperExec secret, working in
+    ``data_dir`` with Flower's home in ``data_dir/flwr-home``."""
+    creds, home = credentials, Path(data_dir) / "flwr-home"
+    supernode = supernode_args(
+        superlink=superlink,
+        root_cert=root_cert,
+        node_key=str(creds.node_key),
+        node_config=node_config,
+        runtime_cert=str(creds.runtime_cert),
+        runtime_key=str(creds.runtime_key),
+        runtime_ca=str(creds.runtime_ca),
+        superexec_secret=str(creds.superexec_secret),
+        runtime_port=runtime_port,
+    )
+    superexec = superexec_args(
+        runtime_address=f"127.0.0.1:{runtime_port}",
+        root_cert=str(creds.runtime_ca),
+        superexec_secret=str(creds.superexec_secret),
+    )
+    return [
+        (
+            "The SuperNode: connects to the federation (keep it running)",
+            shell_command(
+                SUPERNODE_PROGRAM, supernode, bin_dir=bin_dir, flwr_home=home, cwd=data_dir
+            ),
+        ),
+        (
+            "Its SuperExec: runs the ClientApps on this site's data (keep it running)",
+            shell_command(
+                SUPEREXEC_PROGRAM, superexec, bin_dir=bin_dir, flwr_home=home, cwd=data_dir
+            ),
+        ),
+    ]
 
 
 def _toml_str(value: str) -> str:
@@ -267,6 +508,12 @@ class SiteCredentials:
     def runtime_key(self) -> Path:
         return self.folder / "runtime.key"
 
+    @property
+    def superexec_secret(self) -> Path:
+        """Shared secret of the site's SuperNode and its ClientApp SuperExec: a process
+        without it cannot take this site's tasks from the SuperNode's Runtime API."""
+        return self.folder / "superexec.secret"
+
 
 def generate_coordinator_credentials(
     folder: str | os.PathLike,
@@ -296,15 +543,16 @@ def generate_coordinator_credentials(
 def generate_site_credentials(
     folder: str | os.PathLike, name: str, *, force: bool = False, days: int = 365
 ) -> SiteCredentials:
-    """Write one site's node key pair (ECDSA P-384, OpenSSH format, comment ``name``)
-    and a TLS certificate for its loopback Runtime API, signed by a throwaway CA whose key
-    is not kept, into ``folder``. Refuses to overwrite existing files unless ``force``."""
+    """Write one site's node key pair (ECDSA P-384, OpenSSH format, comment ``name``),
+    a TLS certificate for its loopback Runtime API, signed by a throwaway CA whose key is
+    not kept, and its SuperExec secret into ``folder``. Refuses to overwrite existing
+    files unless ``force``."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
     creds = SiteCredentials(Path(folder))
     files = [creds.node_key, creds.node_public_key, creds.runtime_ca, creds.runtime_cert,
-             creds.runtime_key]  # fmt: skip
+             creds.runtime_key, creds.superexec_secret]  # fmt: skip
     _refuse_overwrite(files, force)
     creds.folder.mkdir(parents=True, exist_ok=True)
 
@@ -325,7 +573,17 @@ def generate_site_credentials(
     _write(creds.runtime_ca, _cert_pem(ca_cert))
     _write(creds.runtime_cert, _cert_pem(cert))
     _write(creds.runtime_key, _private_pem(key), private=True)
+    add_site_superexec_secret(creds)
     return creds
+
+
+def add_site_superexec_secret(creds: SiteCredentials) -> bool:
+    """Write the site's SuperExec secret if it has none (credentials made before the
+    secret existed); returns whether it wrote one."""
+    if creds.superexec_secret.exists():
+        return False
+    _write(creds.superexec_secret, secrets.token_hex(32).encode(), private=True)
+    return True
 
 
 def _refuse_overwrite(files: Sequence[Path], force: bool) -> None:

@@ -13,8 +13,8 @@ export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1
 mkdir -p "$FLWR_HOME"
 
 stop_local_superlink() {
-  # The SuperLink `flwr run` started for this FLWR_HOME (its log file lives there).
-  pkill -TERM -f "flower-superlink.*--log-file $FLWR_HOME/" 2>/dev/null || true
+  # The SuperLink `flwr run` started for this FLWR_HOME and everything under it, by PID.
+  "$PWD/.venv/bin/python" -m fedrag_flower.processes stop-local-superlink "$FLWR_HOME" || true
 }
 trap stop_local_superlink EXIT
 

@@ -13,15 +13,14 @@ ports and file paths differ (free ports on 127.0.0.1, files in a temporary folde
 Each process writes its log to ``<workdir>/logs/<name>.log``. Leaving the ``with`` block,
 normally or on an error, stops every process this object started, and everything they
 started in turn (SuperExecs start ServerApp and ClientApp processes), by PID: SIGTERM,
-then SIGKILL after a grace period. ``flwr`` itself is run to completion with a timeout;
-with a remote connection it starts no background process.
+then SIGKILL after a grace period (``fedrag_flower.processes``). ``flwr`` itself is run
+to completion with a timeout; with a remote connection it starts no background process.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedrag_flower import deployment as dep
+from fedrag_flower.processes import process_tree, stop_processes
 
 CONNECTION = "loopback"
 
@@ -86,6 +86,7 @@ class LoopbackDeployment:
         self.superlink_port = free_port()
         self.superlink_address = f"127.0.0.1:{self.superlink_port}"
         self.processes: list[_Process] = []
+        self.runtime_ports: dict[str, int] = {}  # site name -> its SuperNode's Runtime API
         bin_dir = str(Path(sys.executable).parent)
         self.env = {
             **os.environ,
@@ -124,7 +125,12 @@ class LoopbackDeployment:
         )
 
     def supernode_args(
-        self, site: SiteSpec, runtime_port: int, *, max_retries: int | None = None
+        self,
+        site: SiteSpec,
+        runtime_port: int,
+        *,
+        max_retries: int | None = None,
+        superexec_secret: bool = True,
     ) -> list[str]:
         creds = self.site_credentials(site.name)
         return dep.supernode_args(
@@ -135,14 +141,19 @@ class LoopbackDeployment:
             runtime_cert=str(creds.runtime_cert),
             runtime_key=str(creds.runtime_key),
             runtime_ca=str(creds.runtime_ca),
+            superexec_secret=str(creds.superexec_secret) if superexec_secret else None,
             runtime_port=runtime_port,
             max_retries=max_retries,
         )
 
-    def clientapp_superexec_args(self, site: SiteSpec, runtime_port: int) -> list[str]:
+    def clientapp_superexec_args(
+        self, site: SiteSpec, runtime_port: int, *, superexec_secret: bool = True
+    ) -> list[str]:
+        creds = self.site_credentials(site.name)
         return dep.superexec_args(
             runtime_address=f"127.0.0.1:{runtime_port}",
-            root_cert=str(self.site_credentials(site.name).runtime_ca),
+            root_cert=str(creds.runtime_ca),
+            superexec_secret=str(creds.superexec_secret) if superexec_secret else None,
         )
 
     # ----------------------------------------------------------------------------------
@@ -191,6 +202,7 @@ class LoopbackDeployment:
     def start_site(self, site: SiteSpec) -> None:
         """Start one site's SuperNode and its ClientApp SuperExec."""
         runtime_port = free_port()
+        self.runtime_ports[site.name] = runtime_port
         self.spawn(
             f"supernode-{site.name}", dep.SUPERNODE_PROGRAM, self.supernode_args(site, runtime_port)
         )
@@ -201,14 +213,23 @@ class LoopbackDeployment:
             self.clientapp_superexec_args(site, runtime_port),
         )
 
-    def spawn(self, name: str, program: str, args: Sequence[str]) -> subprocess.Popen:
-        """Start ``program args`` in its own session, logging to ``logs/<name>.log``."""
+    def spawn(
+        self,
+        name: str,
+        program: str,
+        args: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+    ) -> subprocess.Popen:
+        """Start ``program args`` in its own session, logging to ``logs/<name>.log``
+        (environment: ``env``, default this deployment's)."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"{name}.log"
         with log_path.open("ab") as log:
             popen = subprocess.Popen(
                 [program, *args],
                 cwd=self.workdir,
-                env=self.env,
+                env=self.env if env is None else dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -218,26 +239,11 @@ class LoopbackDeployment:
         return popen
 
     def stop(self, grace: float = 10.0) -> None:
-        """Stop every started process and its descendants: SIGTERM, then SIGKILL."""
-        pids: list[int] = []
-        for proc in self.processes:
-            pids += [*descendants(proc.popen.pid), proc.popen.pid]
-        groups = [proc.popen.pid for proc in self.processes]  # start_new_session: pgid == pid
-        for pid in pids:
-            _signal(pid, signal.SIGTERM)
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGTERM)
-        deadline = time.monotonic() + grace
-        for proc in self.processes:
-            try:
-                proc.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
-        for pid in pids:
-            if _alive(pid):
-                _signal(pid, signal.SIGKILL)
-        for pgid in groups:
-            _signal_group(pgid, signal.SIGKILL)  # anything left in a group, e.g. orphans
+        """Stop every started process and its descendants: SIGTERM, then SIGKILL
+        (:mod:`fedrag_flower.processes`). All trees are read before any signal, so that
+        no child is orphaned out of sight."""
+        trees = [p for proc in self.processes for p in process_tree(proc.popen.pid)]
+        stop_processes(trees, grace)
         for proc in self.processes:
             try:
                 proc.popen.wait(timeout=5)
@@ -279,6 +285,39 @@ class LoopbackDeployment:
             time.sleep(1.0)
         raise TimeoutError(f"fewer than {count} SuperNodes online after {timeout}s\n{self}")
 
+    def submit(self, app_dir: str | os.PathLike, *, run_config: str | None = None) -> int:
+        """``flwr run <app_dir> <connection>``; returns the run id."""
+        args = ["run", str(app_dir), CONNECTION, "--format", "json"]
+        if run_config:
+            args += ["--run-config", run_config]
+        return int(json.loads(self.flwr(args, timeout=120).stdout)["run-id"])
+
+    def run_details(self, run_id: int) -> dict:
+        """The run's entry in ``flwr list --run-id ... --format json``."""
+        out = self.flwr(
+            ["list", CONNECTION, "--run-id", str(run_id), "--format", "json"], timeout=30
+        )
+        return json.loads(out.stdout)["runs"][0]
+
+    def run_status(self, run_id: int) -> str:
+        """E.g. ``running``, ``finished:completed``, ``finished:failed``."""
+        return self.run_details(run_id)["status"]
+
+    def wait_for_run(self, run_id: int, timeout: float) -> str:
+        """Wait (at most ``timeout`` s) for the run to finish; returns its status."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            status = self.run_status(run_id)
+            if status.startswith("finished"):
+                return status
+            time.sleep(1.0)
+        logs = self.flwr(["log", str(run_id), CONNECTION, "--show"], timeout=60, check=False)
+        raise TimeoutError(
+            f"run {run_id} not finished after {timeout}s: {self.run_details(run_id)}\n"
+            f"--- ServerApp ---\n{logs.stdout[-4000:]}\n{self}"
+        )
+
     def run_app(
         self,
         app_dir: str | os.PathLike,
@@ -288,30 +327,12 @@ class LoopbackDeployment:
     ) -> RunResult:
         """``flwr run <app_dir> <connection>``, then wait (at most ``timeout`` s) for the
         run to finish; returns its status, timings and ServerApp logs."""
-        args = ["run", str(app_dir), CONNECTION, "--format", "json"]
-        if run_config:
-            args += ["--run-config", run_config]
         start = time.monotonic()
-        run_id = int(json.loads(self.flwr(args, timeout=120).stdout)["run-id"])
-        details: dict = {}
-        while time.monotonic() - start < timeout:
-            self.check_alive()
-            out = self.flwr(
-                ["list", CONNECTION, "--run-id", str(run_id), "--format", "json"], timeout=30
-            )
-            details = json.loads(out.stdout)["runs"][0]
-            if details["status"].startswith("finished"):
-                break
-            time.sleep(1.0)
-        else:
-            logs = self.flwr(["log", str(run_id), CONNECTION, "--show"], timeout=60, check=False)
-            raise TimeoutError(
-                f"run {run_id} not finished after {timeout}s: {details}\n"
-                f"--- ServerApp ---\n{logs.stdout[-4000:]}\n{self}"
-            )
+        run_id = self.submit(app_dir, run_config=run_config)
+        status = self.wait_for_run(run_id, timeout)
         wall = time.monotonic() - start
         logs = self.flwr(["log", str(run_id), CONNECTION, "--show"], timeout=60).stdout
-        return RunResult(run_id, details["status"], wall, details, logs)
+        return RunResult(run_id, status, wall, self.run_details(run_id), logs)
 
     def check_alive(self) -> None:
         """Raise if a long-running process has exited."""
@@ -351,50 +372,11 @@ def wait_for_port(port: int, timeout: float, proc: _Process | None = None) -> No
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
 
 
-def descendants(pid: int) -> list[int]:
-    """PIDs of all descendants of ``pid`` (Linux /proc), deepest first."""
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except OSError:
-            continue
-        for child in map(int, children):
-            found = descendants(child) + [child] + found
-    return found
-
-
 def tail(path: Path, lines: int = 40) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # A zombie counts as dead.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------------------
@@ -439,14 +421,17 @@ def compose_commands() -> dict[str, list[str]]:
                 train="/data/train.jsonl",
                 test="/data/test.jsonl",
                 data_dir="/app/index",
+                name=site,
             ),
             runtime_cert=compose_secret(f"{site}-runtime-cert"),
             runtime_key=compose_secret(f"{site}-runtime-key"),
             runtime_ca=compose_secret(f"{site}-runtime-ca"),
+            superexec_secret=compose_secret(f"{site}-superexec-secret"),
         )
         # Shares the SuperNode's network namespace: its Runtime API stays on loopback.
         commands[f"superexec-{site}"] = dep.superexec_args(
             runtime_address=f"127.0.0.1:{dep.SUPERNODE_RUNTIME_PORT}",
             root_cert=compose_secret(f"{site}-runtime-ca"),
+            superexec_secret=compose_secret(f"{site}-superexec-secret"),
         )
     return commands

@@ -4,9 +4,13 @@ SuperExec, two SuperNodes in process isolation with their ClientApp SuperExecs).
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
+import time
 import zlib
 from collections import defaultdict
 from pathlib import Path
@@ -21,15 +25,17 @@ from deployment_topology import (
     compose_secret,
     free_port,
     tail,
+    wait_for_port,
 )
 
 from fedrag_flower import deployment as dep
+from fedrag_flower.processes import stop_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 TINY_APP = Path(__file__).parent / "fixtures" / "tiny_app"
-TINY_SITES = [SiteSpec("hospital-a", {"site": "hospital-a"}),
-              SiteSpec("hospital-b", {"site": "hospital-b"})]  # fmt: skip
+TINY_SITES = [SiteSpec("hospital-a", {"site-name": "hospital-a"}),
+              SiteSpec("hospital-b", {"site-name": "hospital-b"})]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +48,35 @@ def compose() -> dict:
 # --------------------------------------------------------------------------------------
 
 
+# Services of docker-compose.yml that are not Flower processes built by
+# fedrag_flower/deployment.py. Any other service must run a builder's command.
+OTHER_COMPOSE_SERVICES = {
+    "superlink-state-init",  # chowns the SuperLink's state volume, then exits
+    "qdrant",  # an optional vector store (if present); not a Flower process
+}
+
+
 def test_compose_commands_equal_the_loopback_topology_commands(compose):
     expected = compose_commands()
     services = compose["services"]
     assert set(expected) <= set(services)
     for name, args in expected.items():
         assert services[name]["command"] == args, f"service {name}"
+    unexplained = set(services) - set(expected) - OTHER_COMPOSE_SERVICES
+    assert not unexplained, f"services neither built by deployment.py nor listed: {unexplained}"
+
+
+def test_compose_sites_have_a_name_and_a_superexec_secret(compose):
+    from flwr.common.config import parse_config_args
+
+    for site in COMPOSE_SITES:
+        supernode = compose["services"][f"supernode-{site}"]["command"]
+        superexec = compose["services"][f"superexec-{site}"]["command"]
+        config = parse_config_args([supernode[supernode.index("--node-config") + 1]])
+        assert config["site-name"] == site
+        secret = compose_secret(f"{site}-superexec-secret")
+        for command in (supernode, superexec):
+            assert command[command.index("--superexec-auth-secret-file") + 1] == secret
 
 
 def test_compose_services_use_the_pinned_images_and_the_app_image(compose):
@@ -179,52 +208,143 @@ def test_node_config_is_parsed_back_by_flower():
     from flwr.common.config import parse_config_args
 
     config = dep.site_node_config(
-        corpus="/data/my corpus.jsonl", train="C:\\data\\train.jsonl", data_dir="/idx"
+        corpus="/data/my corpus.jsonl",
+        train="C:\\data\\train.jsonl",
+        data_dir="/idx",
+        name="st-mary's hospital",
+        threads=3,
     )
     parsed = parse_config_args([dep.format_node_config(config)])
     assert parsed == config
-    with pytest.raises(ValueError, match="single quote"):
-        dep.format_node_config({"corpus-path": "/data/o'brien.jsonl"})
+    assert parsed["train-path"] == "C:\\data\\train.jsonl" and parsed["threads"] == 3
+    with pytest.raises(ValueError, match="double quote"):
+        dep.format_node_config({"corpus-path": '/data/a"b.jsonl'})
+    with pytest.raises(ValueError, match="at least 1"):
+        dep.site_node_config(corpus="c", train="t", data_dir="d", threads=0)
+
+
+def test_site_threads_share_the_cpus_between_the_sites_of_a_host():
+    cpus = dep.site_threads(1)
+    assert cpus >= 1
+    assert dep.site_threads(2) == max(1, cpus // 2)
+    assert dep.site_threads(10_000) == 1
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str]:
+    from fedrag_flower.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    status = args.func(args)
+    return status, capsys.readouterr().out
+
+
+def _commands(printed: str) -> list[str]:
+    """The command lines of printed output (comment lines start with #)."""
+    return [line for line in printed.splitlines() if line and not line.startswith("#")]
 
 
 def test_supernode_command_prints_the_topology_commands(tmp_path, capsys):
-    from fedrag_flower.cli import site
-
-    parser = argparse.ArgumentParser()
-    site.register(parser.add_subparsers())
-    args = parser.parse_args(["node-key", "--out", str(tmp_path / "node")])
-    assert args.func(args) == 0
-    assert "flwr supernode register node.key.pub" in capsys.readouterr().out
-
-    args = parser.parse_args([
-        "supernode-command", "--superlink", "fl.example.org:9191",
-        "--root-cert", str(tmp_path / "ca.crt"), "--key", str(tmp_path / "node" / "node.key"),
-        "--corpus", str(tmp_path / "c.jsonl"), "--train", str(tmp_path / "t.jsonl"),
-        "--data-dir", str(tmp_path / "index"),
-    ])  # fmt: skip
-    assert args.func(args) == 0
-    lines = [x for x in capsys.readouterr().out.splitlines() if not x.startswith("#")]
+    status, out = _cli(["node-key", "--out", str(tmp_path / "node"), "--name", "st-mary"], capsys)
+    assert status == 0 and "flwr supernode register node.key.pub" in out
     creds = dep.SiteCredentials(tmp_path / "node")
-    expected = dep.supernode_args(
+    assert creds.superexec_secret.stat().st_size == 64  # 32 random bytes, hex
+
+    port = free_port()
+    status, out = _cli([
+        "supernode-command", "--superlink", "fl.example.org:9191",
+        "--root-cert", str(tmp_path / "ca.crt"), "--key", str(creds.node_key),
+        "--corpus", str(tmp_path / "c.jsonl"), "--train", str(tmp_path / "t.jsonl"),
+        "--data-dir", str(tmp_path / "index"), "--runtime-port", str(port),
+        "--sites-on-host", "2",
+    ], capsys)  # fmt: skip
+    assert status == 0, out
+    node_config = dep.site_node_config(
+        corpus=str(tmp_path / "c.jsonl"),
+        train=str(tmp_path / "t.jsonl"),
+        data_dir=str(tmp_path / "index"),
+        name="st-mary",  # from the public key node-key wrote
+        threads=dep.site_threads(2),
+    )
+    expected = dep.site_commands(
         superlink="fl.example.org:9191",
         root_cert=str(tmp_path / "ca.crt"),
-        node_key=str(creds.node_key),
-        node_config=dep.site_node_config(
-            corpus=str(tmp_path / "c.jsonl"),
-            train=str(tmp_path / "t.jsonl"),
-            data_dir=str(tmp_path / "index"),
-        ),
-        runtime_cert=str(creds.runtime_cert),
-        runtime_key=str(creds.runtime_key),
-        runtime_ca=str(creds.runtime_ca),
+        credentials=creds,
+        node_config=node_config,
+        data_dir=tmp_path / "index",
+        bin_dir=dep.environment_bin_dir(),
+        runtime_port=port,
     )
-    assert lines[0] == dep.command_line("flower-supernode", expected)
-    assert lines[1].endswith(
+    assert _commands(out) == [line for _, line in expected]
+    supernode, superexec = _commands(out)
+    bin_dir = str(dep.environment_bin_dir())
+    # Runnable from a fresh shell: absolute program, its bin first on PATH, FLWR_HOME set.
+    assert f"{bin_dir}/flower-supernode " in supernode
+    assert f"PATH={bin_dir}:" in superexec and f"{bin_dir}/flower-superexec " in superexec
+    assert f"FLWR_HOME={tmp_path / 'index' / 'flwr-home'}" in supernode
+    assert supernode.count("--superexec-auth-secret-file") == 1
+    assert superexec.count("--superexec-auth-secret-file") == 1
+
+
+def test_supernode_command_refuses_a_runtime_port_already_in_use(tmp_path, capsys):
+    import socket
+
+    _cli(["node-key", "--out", str(tmp_path / "node")], capsys)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        status, out = _cli([
+            "supernode-command", "--superlink", "x:9191", "--root-cert", "ca.crt",
+            "--key", str(tmp_path / "node" / "node.key"), "--corpus", "c", "--train", "t",
+            "--data-dir", str(tmp_path / "i"), "--runtime-port", str(busy.getsockname()[1]),
+        ], capsys)  # fmt: skip
+    assert status == 1 and "own --runtime-port" in out
+
+
+def test_coordinator_command_prints_loopback_commands_from_the_same_builders(tmp_path, capsys):
+    status, _ = _cli(["coordinator-credentials", "--out", str(tmp_path / "creds")], capsys)
+    assert status == 0
+    _cli(["node-key", "--out", str(tmp_path / "a"), "--name", "hospital-a"], capsys)
+    status, out = _cli([
+        "coordinator-command", "--credentials", str(tmp_path / "creds"),
+        "--workdir", str(tmp_path / "coord"), "--app", str(ROOT),
+        "--site", f"hospital-a={tmp_path / 'a' / 'node.key.pub'}",
+    ], capsys)  # fmt: skip
+    assert status == 0, out
+    superlink, superexec, register, listing, run = _commands(out)
+    creds = dep.CoordinatorCredentials(tmp_path / "creds")
+    layout = dep.CoordinatorLayout(tmp_path / "coord")
+    expected_superlink = dep.superlink_args(
+        host="127.0.0.1",  # loopback unless --host says otherwise
+        port=dep.SUPERLINK_PORT,
+        ca_cert=str(creds.ca_cert),
+        cert=str(creds.superlink_cert),
+        key=str(creds.superlink_key),
+        database=str(layout.database),
+        superexec_secret=str(creds.superexec_secret),
+    )
+    assert superlink.endswith(dep.command_line("flower-superlink", expected_superlink))
+    assert superexec.endswith(
         dep.command_line(
             "flower-superexec",
-            dep.superexec_args(runtime_address="127.0.0.1:9094", root_cert=str(creds.runtime_ca)),
+            dep.superexec_args(
+                runtime_address=f"127.0.0.1:{dep.SUPERLINK_PORT}",
+                root_cert=str(creds.ca_cert),
+                superexec_secret=str(creds.superexec_secret),
+            ),
         )
     )
+    for line in (superlink, superexec, register, listing, run):
+        assert line.startswith(f"cd {layout.workdir} && FLWR_HOME={layout.flwr_home} ")
+    assert "supernode register" in register and "--name hospital-a" in register
+    assert f'output-dir="{layout.outputs}"' in run and str(ROOT) in run
+    toml = (layout.flwr_home / "config.toml").read_text()
+    assert f'address = "127.0.0.1:{dep.SUPERLINK_PORT}"' in toml
+
+    _, out = _cli([
+        "coordinator-command", "--credentials", str(tmp_path / "creds"),
+        "--workdir", str(tmp_path / "coord"), "--app", str(ROOT), "--host", "0.0.0.0",
+    ], capsys)  # fmt: skip
+    assert "--host 0.0.0.0" in _commands(out)[0]
 
 
 def test_deployment_module_does_not_import_flwr():
@@ -285,6 +405,37 @@ def test_supernode_without_tls_is_refused(tiny_deployment):
     assert "requires a secure TLS connection" in log
 
 
+def test_superexec_without_the_site_secret_cannot_take_its_task(tmp_path):
+    """Site A's only SuperExec lacks A's secret: A's SuperNode refuses it, A's task stays
+    untaken and the run cannot finish; A's own SuperExec (with the secret) then takes it."""
+    site_a = TINY_SITES[0]
+    with LoopbackDeployment(tmp_path / "deployment", TINY_SITES) as deployment:
+        deployment.start()
+        # Stop A's SuperExec: from now on only a SuperExec without the secret serves A.
+        own = next(p for p in deployment.processes if p.name == f"superexec-{site_a.name}")
+        stop_process_tree(own.popen.pid)
+        deployment.processes.remove(own)
+        port = deployment.runtime_ports[site_a.name]
+        args = deployment.clientapp_superexec_args(site_a, port, superexec_secret=False)
+        assert "--superexec-auth-secret-file" not in args
+        stranger = deployment.spawn("superexec-no-secret", dep.SUPEREXEC_PROGRAM, args)
+        run_id = deployment.submit(TINY_APP, run_config="num-server-rounds=1")
+        time.sleep(8)  # the SuperNodes poll every 3 s: B has long answered by now
+        assert deployment.run_status(run_id) == "running"
+        assert stranger.wait(timeout=30) is not None  # refused, it gives up
+        refused = tail(deployment.log_dir / f"supernode-{site_a.name}.log", 200)
+        assert "SuperExec authentication failed" in refused
+        assert "ClientApp" not in tail(deployment.log_dir / "superexec-no-secret.log", 200)
+        deployment.processes = [p for p in deployment.processes if p.popen is not stranger]
+        # A's own SuperExec, with the secret, takes the waiting task and the run finishes.
+        deployment.spawn(
+            f"superexec-{site_a.name}",
+            dep.SUPEREXEC_PROGRAM,
+            deployment.clientapp_superexec_args(site_a, port),
+        )
+        assert deployment.wait_for_run(run_id, timeout=120) == "finished:completed"
+
+
 # --------------------------------------------------------------------------------------
 # A full run: the tiny app (seconds) and the real project app (slow: it loads the
 # packaged models in every ClientApp process)
@@ -322,6 +473,7 @@ def write_hospital_data(folder: Path, sites: list[str], qa_rows: int = 40) -> di
             train=str(site_dir / "train.jsonl"),
             test=str(site_dir / "test.jsonl"),
             data_dir=str(site_dir / "index"),
+            name=site,
         )
     return configs
 
@@ -356,7 +508,139 @@ def test_app_completes_two_rounds_in_the_loopback_deployment(app, tmp_path):
         crc = sum(zlib.crc32(s.name.encode()) for s in TINY_SITES) / len(TINY_SITES)
         assert result_json["train_metrics"]["2"]["site-crc"] == pytest.approx(crc)
     else:
-        assert any(outputs.rglob("*")), "the ServerApp saved nothing"
+        _assert_saved_run(outputs, rounds=2, sites=COMPOSE_SITES)
+
+
+def _assert_saved_run(outputs: Path, rounds: int, sites) -> None:
+    """One run folder in ``outputs`` with the final system and metrics.json of ``rounds``
+    rounds, in which each round's train replies name every site beside its node id."""
+    runs = sorted(outputs.glob("run-*"))
+    assert len(runs) == 1, f"expected one run folder in {outputs}: {runs}"
+    final = runs[0] / "final"
+    assert (final / "rag_system.json").exists() and (final / "generator_adapter").is_dir()
+    history = json.loads((runs[0] / "metrics.json").read_text())["history"]
+    assert [entry["round"] for entry in history] == list(range(1, rounds + 1))
+    for entry in history:
+        assert sorted(r["site"] for r in entry["site_train"]) == sorted(sites)
+        assert all(isinstance(r["node"], int) for r in entry["site_train"])
+
+
+# --------------------------------------------------------------------------------------
+# The guide's path without Docker: only the commands `fedrag-flower` prints, each run as
+# printed by a shell whose PATH lacks the project's executables
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("app", ["tiny", pytest.param("project", marks=pytest.mark.slow)])
+def test_printed_commands_bring_up_a_federation_from_a_fresh_shell(app, tmp_path):
+    bin_dir = Path(sys.executable).parent
+    fedrag = str(bin_dir / "fedrag-flower")
+    home = tmp_path / "home"
+    home.mkdir()
+    from fedrag_flower.models import cache_dir
+
+    # A fresh shell: the system PATH only, no activated environment, no FLWR_HOME, an
+    # empty home (Flower must not write into ~/.flwr); the converted models are shared.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PATH", "VIRTUAL_ENV", "FLWR_HOME", "PYTHONHOME")}  # fmt: skip
+    env |= {"PATH": "/usr/bin:/bin", "HOME": str(home), "FEDRAG_CACHE_DIR": str(cache_dir())}
+    assert shutil.which("flower-superexec", path=env["PATH"]) is None
+    assert shutil.which("flwr-serverapp", path=env["PATH"]) is None
+    steps: dict[str, float] = {}
+
+    def cli(*args: str) -> str:
+        start = time.monotonic()
+        proc = subprocess.run([fedrag, *args], env=env, capture_output=True, text=True,
+                              cwd=tmp_path, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        steps[args[0]] = steps.get(args[0], 0.0) + time.monotonic() - start
+        return proc.stdout
+
+    def shell(line: str, timeout: float) -> str:
+        proc = subprocess.run(["/bin/bash", "-c", line], env=env, capture_output=True,
+                              text=True, cwd=tmp_path, timeout=timeout)  # fmt: skip
+        assert proc.returncode == 0, f"{line}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+        return proc.stdout
+
+    sites = list(COMPOSE_SITES)
+    if app == "tiny":
+        app_dir, run_config = TINY_APP, "num-server-rounds=1"
+        data = {name: dep.site_node_config(corpus="c.jsonl", train="t.jsonl", test=None,
+                                           data_dir="unused") for name in sites}  # fmt: skip
+    else:
+        app_dir = ROOT
+        data = write_hospital_data(tmp_path / "data", sites)
+        # Tiny budget: one step on two pairs per site, no evaluation.
+        run_config = "num-server-rounds=1 local-steps=1 pairs-per-round=2 fraction-evaluate=0.0"
+
+    coordinator = tmp_path / "coordinator"
+    cli("coordinator-credentials", "--out", str(coordinator / "credentials"))
+    for name in sites:
+        cli("node-key", "--out", str(tmp_path / name / "node"), "--name", name)
+    superlink_port = free_port()
+    printed = _commands(cli(
+        "coordinator-command", "--credentials", str(coordinator / "credentials"),
+        "--workdir", str(coordinator), "--app", str(app_dir), "--port", str(superlink_port),
+        *(f"--site={n}={tmp_path / n / 'node' / 'node.key.pub'}" for n in sites),
+        "--run-config", run_config,
+    ))  # fmt: skip
+    superlink, superexec, *registers, listing, run = printed
+    assert len(registers) == len(sites)
+
+    with LoopbackDeployment(tmp_path / "processes", []) as deployment:
+        start = time.monotonic()
+        deployment.spawn("superlink", "/bin/bash", ["-c", superlink], env=env)
+        wait_for_port(superlink_port, 60, deployment.processes[-1])
+        deployment.spawn("superexec-serverapp", "/bin/bash", ["-c", superexec], env=env)
+        steps["coordinator up"] = time.monotonic() - start
+        start = time.monotonic()
+        for line in registers:
+            shell(line, timeout=60)
+        steps["register sites"] = time.monotonic() - start
+        start = time.monotonic()
+        for name in sites:
+            port = free_port()
+            files = data[name]
+            site_lines = _commands(cli(
+                "supernode-command", "--superlink", f"127.0.0.1:{superlink_port}",
+                "--root-cert", str(coordinator / "credentials" / "ca.crt"),
+                "--key", str(tmp_path / name / "node" / "node.key"),
+                "--corpus", files["corpus-path"], "--train", files["train-path"],
+                *(["--test", files["test-path"]] if "test-path" in files else []),
+                "--data-dir", str(tmp_path / name / "index"), "--runtime-port", str(port),
+                "--sites-on-host", str(len(sites)),
+            ))  # fmt: skip
+            deployment.spawn(f"supernode-{name}", "/bin/bash", ["-c", site_lines[0]], env=env)
+            wait_for_port(port, 60, deployment.processes[-1])
+            deployment.spawn(f"superexec-{name}", "/bin/bash", ["-c", site_lines[1]], env=env)
+        deadline = time.monotonic() + 60
+        while shell(listing, timeout=30).count("online") < len(sites):
+            assert time.monotonic() < deadline, shell(listing, timeout=30) + str(deployment)
+            deployment.check_alive()
+            time.sleep(1.0)
+        steps["sites online"] = time.monotonic() - start
+        start = time.monotonic()
+        try:
+            log = shell(run, timeout=1500)
+        except (AssertionError, subprocess.TimeoutExpired) as error:
+            raise AssertionError(f"{error}\n{deployment}") from error
+        steps["flwr run (1 round)"] = time.monotonic() - start
+    print("\n" + app + ": " + ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
+
+    # Where the guide says results land: WORKDIR/outputs of the coordinator.
+    outputs = coordinator / "outputs"
+    if app == "tiny":
+        result = json.loads((outputs / "result.json").read_text())
+        assert result["final"] == [1.0, 1.0, 1.0]
+        crc = sum(zlib.crc32(name.encode()) for name in sites) / len(sites)
+        assert result["train_metrics"]["1"]["site-crc"] == pytest.approx(crc)
+    else:
+        _assert_saved_run(outputs, rounds=1, sites=sites)
+        for name in sites:
+            assert f"site {name} (node " in log  # the ServerApp's log names the sites
+    assert not (home / ".flwr").exists()
+    for name in sites:
+        assert (tmp_path / name / "index" / "flwr-home").is_dir()
 
 
 # --------------------------------------------------------------------------------------

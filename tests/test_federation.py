@@ -163,7 +163,8 @@ def test_client_reply_holds_only_adapter_tensors_and_scalar_metrics():
     finally:
         client_app.Message = original
     content = sent["content"]
-    assert set(content.keys()) == {"arrays", "metrics"}
+    assert set(content.keys()) == {"arrays", "metrics", "site"}
+    assert dict(content["site"]) == {"name": "category-3-site1-seed0"}  # the name only
     reply_arrays: ArrayRecord = content["arrays"]
     expected = {k: tuple(v.shape) for k, v in server.adapter_state_dict().items()}
     got = {k: tuple(v.shape) for k, v in adapter_state(reply_arrays).items()}

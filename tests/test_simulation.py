@@ -9,35 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psutil
 import pytest
 import torch
 
+from fedrag_flower.processes import alive, stop_local_superlink
+
 ROOT = Path(__file__).parents[1]
 BIN = Path(sys.executable).parent
-
-
-def stop_local_superlink(flwr_home: Path) -> list[int]:
-    """Stop, by PID, the background SuperLink `flwr run` started for ``flwr_home`` and
-    every process under it (SuperExec, simulation runtime, Ray). Returns the PIDs."""
-    roots = [
-        p
-        for p in psutil.process_iter(["cmdline"])
-        if any(str(flwr_home) in part for part in (p.info["cmdline"] or []))
-    ]
-    tree = {p.pid: p for root in roots for p in [root, *root.children(recursive=True)]}
-    for proc in tree.values():
-        try:
-            proc.terminate()
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(list(tree.values()), timeout=15)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    return list(tree)
 
 
 @pytest.fixture(scope="module")
@@ -130,5 +108,4 @@ def test_saved_system_answers_from_the_command_line(simulation_run):
 @pytest.mark.slow
 def test_no_process_of_the_run_is_left(simulation_run):
     assert simulation_run["stopped"], "the background SuperLink was not found"
-    assert not [pid for pid in simulation_run["stopped"] if psutil.pid_exists(pid)
-                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]  # fmt: skip
+    assert not [pid for pid in simulation_run["stopped"] if alive(pid)]

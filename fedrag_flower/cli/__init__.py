@@ -4,6 +4,8 @@ fedrag-flower prepare
 fedrag-flower ask --system outputs/run-.../final "How long does a building permit take?"
 fedrag-flower evaluate --system outputs/run-.../final
 fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl
+fedrag-flower node-key / supernode-command                         (a site; see cli/site.py)
+fedrag-flower coordinator-credentials / coordinator-command  (the coordinator; cli/coordinator.py)
 """
 
 from __future__ import annotations
@@ -12,20 +14,22 @@ import argparse
 import sys
 
 from fedrag_flower import __version__
-from fedrag_flower.cli import prepare, site, system
+from fedrag_flower.cli import coordinator, prepare, site, system
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedrag-flower",
         description="Federated fine-tuning of retrieval-augmented generation on Flower: "
-        "prepare the default models, query and evaluate saved RAG systems, and set up a site.",
+        "prepare the default models, query and evaluate saved RAG systems, and set up a site "
+        "or the coordinator.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     prepare.register(subparsers)
     system.register(subparsers)
     site.register(subparsers)
+    coordinator.register(subparsers)
     return parser
 
 

@@ -4,7 +4,7 @@
     fedrag-flower node-key --out ~/fedrag-node --name hospital-a
     fedrag-flower supernode-command --superlink fl.example.org:9191 --root-cert ca.crt \\
         --key ~/fedrag-node/node.key --corpus corpus.jsonl --train train.jsonl \\
-        --test test.jsonl --data-dir ~/fedrag-index
+        --test test.jsonl --data-dir ~/fedrag-index [--runtime-port 9095 --sites-on-host 2]
 
 Each command is a function of its parsed arguments returning an exit status;
 :func:`register` adds them to the ``fedrag-flower`` parser.
@@ -96,7 +96,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--runtime-port",
         type=int,
         default=deployment.SUPERNODE_RUNTIME_PORT,
-        help="loopback port of the SuperNode's Runtime API (default: %(default)s)",
+        help="loopback port of the SuperNode's Runtime API; each site on one host needs "
+        "its own (default: %(default)s)",
+    )
+    command.add_argument(
+        "--name",
+        default="",
+        help="this site's name in the coordinator's log and metrics.json (default: the "
+        "name given to node-key)",
+    )
+    command.add_argument(
+        "--sites-on-host",
+        type=int,
+        default=1,
+        help="how many sites share this host's CPUs (default: %(default)s)",
+    )
+    command.add_argument(
+        "--threads",
+        type=int,
+        help="compute threads per ClientApp process (default: this host's CPUs divided by "
+        "--sites-on-host)",
     )
     command.set_defaults(func=supernode_command)
 
@@ -145,6 +164,12 @@ def node_key(args: argparse.Namespace) -> int:
     """Generate the site's credentials; print what to send and what the coordinator runs."""
     out = args.out.expanduser().resolve()
     name = args.name or out.name
+    existing = deployment.SiteCredentials(out)
+    if existing.node_key.exists() and not args.force:
+        # Credentials from before the SuperExec secret existed: add it, keep the rest.
+        if deployment.add_site_superexec_secret(existing):
+            print(f"Added this site's SuperExec secret: {existing.superexec_secret}")
+            return 0
     try:
         creds = deployment.generate_site_credentials(out, name, force=args.force)
     except FileExistsError as err:
@@ -159,42 +184,59 @@ def node_key(args: argparse.Namespace) -> int:
 
 
 def supernode_command(args: argparse.Namespace) -> int:
-    """Print this site's ``flower-supernode`` and ``flower-superexec`` command lines."""
+    """Print this site's ``flower-supernode`` and ``flower-superexec`` command lines, each
+    runnable as printed from a fresh shell."""
     key = _absolute(args.key)
     creds = deployment.SiteCredentials(key.parent)
-    if not creds.runtime_cert.exists():
+    for needed in (creds.runtime_cert, creds.superexec_secret):
+        if not needed.exists():
+            print(
+                f"error: {needed} not found: --key must be the node.key written by "
+                f"`fedrag-flower node-key --out {key.parent}` (run it again to add a "
+                "missing SuperExec secret), next to its runtime certificate."
+            )
+            return 1
+    if deployment.port_in_use(args.runtime_port):
         print(
-            f"error: {creds.runtime_cert} not found: --key must be the node.key written by "
-            "`fedrag-flower node-key`, next to its runtime certificate."
+            f"error: 127.0.0.1:{args.runtime_port} is already in use on this host (another "
+            "site's SuperNode?): give this site its own --runtime-port."
         )
         return 1
+    data_dir = _absolute(args.data_dir)
     node_config = deployment.site_node_config(
         corpus=str(_absolute(args.corpus)),
         train=str(_absolute(args.train)),
         test=str(_absolute(args.test)) if args.test else None,
-        data_dir=str(_absolute(args.data_dir)),
+        data_dir=str(data_dir),
+        name=args.name or _key_name(creds) or key.parent.name,
+        threads=args.threads or deployment.site_threads(args.sites_on_host),
     )
-    supernode = deployment.supernode_args(
+    commands = deployment.site_commands(
         superlink=args.superlink,
         root_cert=str(_absolute(args.root_cert)),
-        node_key=str(key),
+        credentials=creds,
         node_config=node_config,
-        runtime_cert=str(creds.runtime_cert),
-        runtime_key=str(creds.runtime_key),
-        runtime_ca=str(creds.runtime_ca),
+        data_dir=data_dir,
+        bin_dir=deployment.environment_bin_dir(),
         runtime_port=args.runtime_port,
     )
-    superexec = deployment.superexec_args(
-        runtime_address=f"127.0.0.1:{args.runtime_port}", root_cert=str(creds.runtime_ca)
-    )
-    print("# 1. The SuperNode: connects to the federation (keep it running)")
-    print(deployment.command_line(deployment.SUPERNODE_PROGRAM, supernode))
-    print("# 2. Its SuperExec: runs the ClientApps on this machine's data (keep it running)")
-    print(
-        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION=1 "
-        + deployment.command_line(deployment.SUPEREXEC_PROGRAM, superexec)
-    )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"# Site {node_config['site-name']}: {node_config['threads']} compute thread(s) per "
+          f"ClientApp, Runtime API on 127.0.0.1:{args.runtime_port}; index and Flower's "
+          f"files (FLWR_HOME) under {data_dir}")  # fmt: skip
+    for number, (what, line) in enumerate(commands, start=1):
+        print(f"# {number}. {what}")
+        print(line)
     return 0
+
+
+def _key_name(creds: deployment.SiteCredentials) -> str:
+    """The site name node-key wrote as the public key's comment."""
+    try:
+        parts = creds.node_public_key.read_text().split()
+    except OSError:
+        return ""
+    return parts[2] if len(parts) > 2 else ""
 
 
 def _absolute(path: Path) -> Path:

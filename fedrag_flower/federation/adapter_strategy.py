@@ -32,6 +32,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrag_flower.federation.adapters import merge_into
+from fedrag_flower.federation.node import reply_site_name
 from fedrag_flower.federation.update_checks import DEFAULT_NORM_FACTOR, check_updates
 
 log = logging.getLogger("flwr.fedrag")  # through Flower's log handler
@@ -96,6 +97,7 @@ class AdapterStrategy(Strategy):
         self.events: list[SiteEvent] = []
         self.site_train: dict[int, list[dict]] = {}
         self.site_evaluate: dict[int, list[dict]] = {}
+        self.site_names: dict[int, str] = {}  # node id -> the name its node config gives
         self._global: ArrayRecord | None = None
         self._sent: dict[tuple[str, int], list[int]] = {}
 
@@ -122,7 +124,7 @@ class AdapterStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self.site_train[server_round] = [reply_summary(m) for m in replies]
+        self.site_train[server_round] = self._summaries(server_round, replies)
         events = self._failures("train", server_round, replies)
         answered = [m for m in replies if not m.has_error()]
         accepted, rejected = self._validated(server_round, answered)
@@ -152,7 +154,7 @@ class AdapterStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         replies = list(replies)
-        self.site_evaluate[server_round] = [reply_summary(m) for m in replies]
+        self.site_evaluate[server_round] = self._summaries(server_round, replies)
         self._record(self._failures("evaluate", server_round, replies))
         answered = [m for m in replies if not m.has_error()]
         if not answered:
@@ -222,12 +224,29 @@ class AdapterStrategy(Strategy):
             metrics[WEIGHT_KEY] = 1.0
         return RecordDict({"arrays": whole, "metrics": metrics})
 
+    def _summaries(self, server_round: int, replies: list[Message]) -> list[dict]:
+        """Each reply's summary; sites are named in the log beside their node id."""
+        summaries = [reply_summary(m) for m in replies]
+        for summary in summaries:
+            if summary.get("site"):
+                self.site_names[summary["node"]] = summary["site"]
+            if "metrics" in summary:
+                log.info(
+                    "round %d: site %s (node %d): %s",
+                    server_round,
+                    summary.get("site"),
+                    summary["node"],
+                    {k: round(v, 4) for k, v in summary["metrics"].items()},
+                )
+        return summaries
+
     def _record(self, events: list[SiteEvent]) -> None:
         for event in events:
             log.warning(
-                "round %d %s: site node %d %s: %s",
+                "round %d %s: site %s (node %d) %s: %s",
                 event.round,
                 event.stage,
+                self.site_names.get(event.node),
                 event.node,
                 event.kind,
                 event.reason,
@@ -240,10 +259,7 @@ def reply_summary(message: Message) -> dict:
     its scalar metrics, or its error."""
     if message.has_error():
         return {"node": message.metadata.src_node_id, "error": _error_text(message)}
-    content = message.content
-    return {
-        "node": message.metadata.src_node_id,
-        "bytes": sum(r.count_bytes() for r in content.array_records.values()),
+XX: sum(r.count_bytes() for r in content.array_records.values()),
         "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
     }
 

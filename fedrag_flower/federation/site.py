@@ -17,6 +17,7 @@ import torch
 from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
+from fedrag_flower.federation.node import site_name
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
@@ -45,7 +46,8 @@ def simulation_site(partition_id: int, num_partitions: int, settings: Federation
 
 def deployment_site(node_config: dict) -> Site:
     """A real site: its files named in the SuperNode's ``--node-config``
-    (``corpus-path``, ``train-path``, optional ``test-path``, ``data-dir``)."""
+    (``corpus-path``, ``train-path``, optional ``test-path``, ``data-dir``), named by its
+    ``site-name`` (default: the ``data-dir`` folder's name)."""
     missing = [k for k in ("corpus-path", "train-path", "data-dir") if k not in node_config]
     if missing:
         raise ValueError(
@@ -56,7 +58,7 @@ def deployment_site(node_config: dict) -> Site:
         node_config["corpus-path"], node_config["train-path"], node_config.get("test-path")
     )
     data_dir = Path(str(node_config["data-dir"]))
-    return Site(data_dir.name, data, data_dir / "knowledge_store")
+    return Site(site_name(node_config, data_dir.name), data, data_dir / "knowledge_store")
 
 
 _MODELS: dict[str, tuple[Retriever, Generator]] = {}
