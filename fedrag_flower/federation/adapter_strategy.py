@@ -259,7 +259,11 @@ def reply_summary(message: Message) -> dict:
     its scalar metrics, or its error."""
     if message.has_error():
         return {"node": message.metadata.src_node_id, "error": _error_text(message)}
-XX: sum(r.count_bytes() for r in content.array_records.values()),
+    content = message.content
+    return {
+        "node": message.metadata.src_node_id,
+        "site": reply_site_name(content),
+        "bytes": sum(r.count_bytes() for r in content.array_records.values()),
         "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
     }
 
