@@ -47,7 +47,7 @@ def test_threads_setting_is_applied_to_torch_in_the_process():
 def test_reply_carries_the_site_name_beside_flowers_one_array_and_one_metric_record():
     from flwr.serverapp.strategy.strategy_utils import validate_message_reply_consistency
 
-    from fedrag_flower.federation.server import _reply_summary
+    from fedrag_flower.federation.adapter_strategy import reply_summary
 
     content = RecordDict(
         {
@@ -64,7 +64,7 @@ def test_reply_carries_the_site_name_beside_flowers_one_array_and_one_metric_rec
     message = SimpleNamespace(
         content=content, metadata=SimpleNamespace(src_node_id=7), has_error=lambda: False
     )
-    summary = _reply_summary(message)
+    summary = reply_summary(message)
     assert summary["node"] == 7
     assert summary["site"] == "st-mary" and summary["metrics"] == {"num-examples": 2.0}
     assert reply_site_name(RecordDict({"metrics": MetricRecord({"x": 1.0})})) is None
