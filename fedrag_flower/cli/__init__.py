@@ -3,6 +3,7 @@
 fedrag-flower ask --system outputs/run-.../final "How long does a building permit take?"
 fedrag-flower evaluate --system outputs/run-.../final
 fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl
+fedrag-flower compare --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import argparse
 import sys
 
 from fedrag_flower import __version__
-from fedrag_flower.cli import site, system
+from fedrag_flower.cli import compare, site, system
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     system.register(subparsers)
     site.register(subparsers)
+    compare.register(subparsers)
     return parser
 
 

@@ -8,9 +8,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state, merge_into
 from fedrag_flower.federation.settings import FederationSettings
@@ -39,15 +40,31 @@ class AdapterFedAvg(FedAvg):
     def aggregate_train(self, server_round: int, replies):
         replies = list(replies)
         self.site_reports[server_round] = [_reply_summary(m) for m in replies]
-        arrays, metrics = super().aggregate_train(server_round, replies)
-        if arrays is not None:
-            arrays = merge_into(self._global_arrays, arrays)
-        return arrays, metrics
+        valid, _ = self._check_and_log_replies(replies, is_train=True)
+        if not valid:
+            return None, None
+        return fedavg_adapters(
+            self._global_arrays, [m.content for m in valid], self.weighted_by_key
+        )
 
     def aggregate_evaluate(self, server_round: int, replies):
         replies = list(replies)
         self.site_evaluations[server_round] = [_reply_summary(m) for m in replies]
         return super().aggregate_evaluate(server_round, replies)
+
+
+def fedavg_adapters(
+    global_arrays: ArrayRecord, replies: list[RecordDict], weight_key: str = "num-examples"
+) -> tuple[ArrayRecord, MetricRecord]:
+    """One round's aggregation of the sites' train replies, as a plain function (what
+    ``AdapterFedAvg`` does with the valid replies; the in-process comparison calls it too).
+
+    Adapters: theta = sum_i n_i theta_i / sum_i n_i over the sites' tensors (Flower's
+    FedAvg average, weights n_i = ``weight_key``), merged into ``global_arrays`` so a side
+    no site sent keeps its global tensors. Metrics: the same n_i-weighted mean.
+    """
+    arrays = merge_into(global_arrays, aggregate_arrayrecords(replies, weight_key))
+    return arrays, aggregate_metricrecords(replies, weight_key)
 
 
 def _reply_summary(message: Message) -> dict:
