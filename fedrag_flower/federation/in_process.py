@@ -32,7 +32,8 @@ def fedavg_round(
     ``global_state``).
 
     Returns the new global adapter tensors, the aggregated train metrics (weighted by
-    ``num-examples``, as the server aggregates them) and each site's own train metrics.
+    ``num-examples``, as the server aggregates them, plus the round's total
+    ``num-examples``) and each site's own train metrics.
     With one site the average is that site's tensors: training alone, by the same path.
     """
     global_arrays = adapter_arrays(global_state)
@@ -45,4 +46,6 @@ def fedavg_round(
         )
         site_reports.append({"site": site.name, "metrics": metrics})
     arrays, metrics = fedavg_adapters(global_arrays, replies)
-    return adapter_state(arrays), dict(metrics), site_reports
+    # Flower's metric average drops the weight key; keep the round's total pairs.
+    total = sum(report["metrics"]["num-examples"] for report in site_reports)
+    return adapter_state(arrays), dict(metrics) | {"num-examples": total}, site_reports
