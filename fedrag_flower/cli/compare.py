@@ -27,6 +27,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help='run-config overrides, as for `flwr run` (e.g. "num-server-rounds=3 '
         "mode='ralt'\"); defaults: the app's [tool.flwr.app.config]",
     )
+    parser.add_argument(
+        "--default-data",
+        choices=["faq", "passages"],
+        help="the default data's variant (run-config key default-data; default: faq)",
+    )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds (0 1 2)")
     parser.add_argument("--sites", type=int, default=3, help="simulated sites (3)")
     parser.add_argument(
@@ -62,7 +67,10 @@ def compare(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    settings = FederationSettings.from_run_config(parse_config_args([args.run_config]))
+    run_config = parse_config_args([args.run_config])
+    if args.default_data:
+        run_config["default-data"] = args.default_data
+    settings = FederationSettings.from_run_config(run_config)
     options = ComparisonOptions(
         settings=settings,
         seeds=tuple(args.seeds),

@@ -230,7 +230,7 @@ def _run_config(options: dict) -> dict:
     settings = options["settings"]
     keys = ("num_server_rounds", "mode", "pairs_per_round", "local_epochs", "local_steps")
     shown = {k.replace("_", "-"): settings[k] for k in keys}
-    shown |= {"sites": options["num_sites"]}
+    shown |= {"default-data": settings["default_data"], "sites": options["num_sites"]}
     if options["test_per_site"]:
         shown["test-per-site"] = options["test_per_site"]
     if options["pairs_per_site"]:

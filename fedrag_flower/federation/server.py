@@ -90,7 +90,7 @@ def server_rag_system(settings: FederationSettings) -> RAGSystem:
         store = KnowledgeStore([], [], np.zeros((0, retriever.dim), "float32"))
     else:
         corpus = (
-            default_corpus()
+            default_corpus(settings.default_data)
             if settings.server_corpus == "default"
             else load_corpus(settings.server_corpus)
         )
