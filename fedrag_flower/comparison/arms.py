@@ -72,7 +72,7 @@ def pooled_site(sites: list[Site], settings: FederationSettings) -> Site:
                 corpus.append(chunk)
     train = [row for site in sites for row in site.data.train]
     test = [row for site in sites for row in site.data.test]
-    name = f"pooled-{len(sites)}-sites-seed{settings.seed}"
+    name = f"{settings.default_data}-pooled-{len(sites)}-sites-seed{settings.seed}"
     return Site(
         name, SiteData(corpus, train, test), cache_dir() / "sites" / name / "knowledge_store"
     )
