@@ -4,7 +4,8 @@
     python benchmarks/bench_trainers.py --pairs 16 --lsr-queries 8 --lsr-epochs 1  # quick
 
 Prints figures, asserts nothing. The naive reference is written out here, step by step, as
-a typical first implementation of DESIGN.md §3 would do it:
+a typical first implementation of RALT and LSR (RA-DIT, Lin et al. 2024; REPLUG, Shi et
+al. 2024) would do it:
 
 * RALT: retrieval inside every step (re-encode the batch's queries, search the store), the
   model's own forward with logits at every position (``full_logits_target_log_probs``,
@@ -26,6 +27,7 @@ import time
 
 import torch
 
+from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import default_qa
 from fedrag_flower.losses.lsr import LSRLoss, lm_target_distribution
 from fedrag_flower.losses.ralt import RALTLoss
@@ -34,7 +36,6 @@ from fedrag_flower.losses.scoring import (
     full_logits_target_log_probs,
     sequence_log_likelihoods,
 )
-from fedrag_flower.models import cache_dir
 from fedrag_flower.rag import RAGSystem
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT, ralt_examples

@@ -1,5 +1,6 @@
-"""Answer and retrieval quality on the default test split (101 questions, DESIGN.md §4):
-the untrained system, a saved (e.g. federated) system, and each site trained alone.
+"""Answer and retrieval quality on the default test split (the 101 question ids in
+``fedrag_flower/default_split.json``): the untrained system, a saved (e.g. federated)
+system, and each site trained alone.
 
     python benchmarks/quality.py --untrained
     python benchmarks/quality.py --system outputs/run-.../final

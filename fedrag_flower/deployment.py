@@ -354,7 +354,7 @@ def _new_ca(common_name: str, days: int):
 
     key = ec.generate_private_key(ec.SECP384R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -397,7 +397,7 @@ def _new_server_cert(common_name: str, names: Sequence[str], ca_key, ca_cert, da
             alt_names.append(x509.IPAddress(ipaddress.ip_address(name)))
         except ValueError:
             alt_names.append(x509.DNSName(name))
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))

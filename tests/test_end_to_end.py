@@ -7,6 +7,7 @@ train use ``default_rag_reset``, which puts the initial adapters back afterwards
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -174,13 +175,20 @@ def test_seed_snippet_runs_with_the_default_system(default_rag_reset, capsys):
     train_result = trainer.train()
     print(f"loss: {train_result.loss}")
 
-    trainer = HuggingFaceTrainerForLSR(rag_system, train_dataset)
-    lsr_result = trainer.train()
+    lsr_trainer = HuggingFaceTrainerForLSR(rag_system, train_dataset)
+    lsr_result = lsr_trainer.train()
     print(f"loss: {lsr_result.loss}")
 
-    printed = capsys.readouterr().out
-    assert printed.count("loss: ") == 2
-    assert np.isfinite(train_result.loss) and train_result.loss > 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("loss")]
+    assert printed == [f"loss: {train_result.loss}", f"loss: {lsr_result.loss}"]
     assert train_result.examples == 4 * rag_system.config.top_k
-    assert np.isfinite(lsr_result.loss) and lsr_result.loss >= 0
     assert lsr_result.examples == 4
+    # One epoch by default: every batch is one step; every step's loss is positive (NLL of
+    # the response; KL of an untrained query adapter) and the result reports their mean.
+    for result, batch_size in (
+        (train_result, trainer.args.batch_size),
+        (lsr_result, lsr_trainer.args.batch_size),
+    ):
+        assert len(result.history) == result.steps == math.ceil(result.examples / batch_size)
+        assert all(np.isfinite(loss) and loss > 0 for loss in result.history)
+        assert result.loss == pytest.approx(np.mean(result.history))

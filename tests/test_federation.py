@@ -50,9 +50,8 @@ def test_adapter_record_round_trip_is_exact():
 
 
 def test_settings_read_the_app_run_config_and_name_bad_keys():
-    from pathlib import Path
-
     import tomllib
+    from pathlib import Path
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     run_config = pyproject["tool"]["flwr"]["app"]["config"]
@@ -68,10 +67,9 @@ def test_settings_read_the_app_run_config_and_name_bad_keys():
 
 
 def test_every_settings_field_is_in_the_app_config():
+    import tomllib
     from dataclasses import fields
     from pathlib import Path
-
-    import tomllib
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     config = pyproject["tool"]["flwr"]["app"]["config"]

@@ -111,7 +111,8 @@ def test_ralt_loss_is_mean_nll_over_target_tokens_only(tiny_lm):
     assert len(nll) == 3 + 8
     assert loss.item() == pytest.approx(sum(nll) / len(nll), rel=1e-5)
     assert loss.item() == pytest.approx(hf_loss.item(), rel=1e-5)
-    # Loss on every token (the bug DESIGN §3 warns about) would be another number.
+    # Loss on every token, prompt included (RALT's loss is on the response only), would be
+    # another number.
     all_tokens = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
     with torch.no_grad():
         loss_on_all = tiny_lm(**(batch | {"labels": all_tokens})).loss

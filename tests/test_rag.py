@@ -33,7 +33,7 @@ def test_example_labels_every_prompt_token_ignore(tokenizer):
     assert example.input_ids[-1] == tokenizer.eos_token_id
 
 
-def test_example_truncates_context_never_target(tokenizer):
+def test_example_truncates_context_before_target(tokenizer):
     builder = PromptBuilder(tokenizer, TEMPLATE, "", max_length=120)
     context = "The quick brown fox jumps over the lazy dog. " * 20  # ~900 characters
     response = "It is a pangram used for typing practice."
@@ -47,6 +47,18 @@ def test_example_truncates_context_never_target(tokenizer):
     assert "Question: What is this sentence?" in prompt_text  # the query survives
     assert "The quick brown fox" in prompt_text  # the context is cut from its end
     assert prompt_text.count("lazy dog") < 20
+
+
+def test_example_cuts_a_target_longer_than_max_length_minus_8_from_its_end(tokenizer):
+    builder = PromptBuilder(tokenizer, TEMPLATE, "", max_length=120)
+    response = "A long answer. " * 12  # 180 characters: one token each
+    example = builder.example("Why?", "Some context.", response)
+
+    kept = builder.target_ids(response)[: 120 - 8]
+    assert example.num_target_tokens == 112
+    assert example.input_ids[-112:] == kept  # the target's start, EOS cut away
+    assert tokenizer.eos_token_id not in example.input_ids
+    assert len(example.input_ids) > 112  # the prompt (query and template) is still there
 
 
 def test_prompt_template_must_name_query_and_context(tokenizer):

@@ -13,7 +13,9 @@ from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, targ
 from fedrag_flower.trainers.huggingface import lsr as lsr_module
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR, LSRTrainingArgs
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT, RALTTrainingArgs
-from fedrag_flower.trainers.result import TrainResult, length_batches, with_overrides
+from fedrag_flower.trainers.args import with_overrides
+from fedrag_flower.trainers.batching import length_batches
+from fedrag_flower.trainers.result import TrainResult
 
 
 def snapshot(params) -> list[torch.Tensor]:
@@ -148,7 +150,7 @@ def test_ralt_trains_only_the_generator_adapter(tiny_rag, tiny_qa):
     assert result.tokens > 0 and result.tokens_per_second > 0 and result.seconds > 0
 
 
-def test_ralt_retrieves_once_per_epoch_not_per_step(tiny_rag, tiny_qa, monkeypatch):
+def test_ralt_retrieves_once_per_train_not_per_step(tiny_rag, tiny_qa, monkeypatch):
     calls = []
     retrieve = tiny_rag.retrieve
 
@@ -161,7 +163,7 @@ def test_ralt_retrieves_once_per_epoch_not_per_step(tiny_rag, tiny_qa, monkeypat
         tiny_rag, tiny_qa, epochs=3, batch_size=2, top_k=2, progress=False
     ).train()
     assert result.steps == 3 * len(tiny_qa)  # many steps ...
-    assert calls == [(len(tiny_qa), 2)] * 3  # ... one batched retrieval per epoch
+    assert calls == [(len(tiny_qa), 2)]  # ... one batched retrieval for all epochs
 
 
 def test_ralt_counts_real_tokens_and_stops_at_max_steps(tiny_rag, tiny_qa):
@@ -208,27 +210,50 @@ def test_lsr_trains_only_the_query_adapter_and_keeps_the_index(tiny_rag, tiny_qa
     np.testing.assert_array_equal(store.embeddings, store_before)
     np.testing.assert_allclose(retriever.encode_chunks(store.texts), chunks_before, atol=1e-6)
     assert result.steps == 2 * 2 and result.examples == 2 * len(tiny_qa)
-    assert np.isfinite(result.loss) and result.loss >= 0
+    # KL(Q || P_R) of an untrained query adapter: positive at every step, and the reported
+    # loss is their mean.
+    assert len(result.history) == 2 * 2
+    assert all(np.isfinite(loss) and loss > 0 for loss in result.history)
+    assert result.loss == pytest.approx(np.mean(result.history))
 
 
-def test_lsr_scores_all_candidates_of_a_query_in_one_pass_once_per_train(
+def test_lsr_scores_every_candidate_once_per_train_in_length_sorted_batches(
     tiny_rag, tiny_qa, monkeypatch
 ):
-    batch_sizes = []
+    passes = []
 
     def recording_target_log_probs(model, input_ids, attention_mask, labels):
-        batch_sizes.append(input_ids.shape[0])
+        passes.append(attention_mask.sum(dim=1).tolist())
         return target_log_probs(model, input_ids, attention_mask, labels)
 
     monkeypatch.setattr(lsr_module, "target_log_probs", recording_target_log_probs)
     trainer = HuggingFaceTrainerForLSR(
-        tiny_rag, tiny_qa, epochs=3, batch_size=2, top_k=4, progress=False
+        tiny_rag, tiny_qa, epochs=3, batch_size=2, top_k=4, score_batch_size=5, progress=False
     )
     trainer.train()
-    assert batch_sizes == [4] * len(tiny_qa)  # one k-row pass per query, not per epoch
+    lengths = [n for batch in passes for n in batch]
+    # every (query, candidate) sequence scored exactly once for all epochs, 5 at a time ...
+    assert len(lengths) == 4 * len(tiny_qa) and len(passes) == -(-len(lengths) // 5)
+    assert lengths == sorted(lengths)  # ... shortest first, so a batch holds little padding
     targets = trainer.targets
     assert targets.positions.shape == targets.target.shape == (len(tiny_qa), 4)
     assert targets.chunk_embeddings.shape == (len(tiny_qa), 4, tiny_rag.retriever.dim)
+    assert targets.tokens == sum(lengths)
+
+
+def test_lsr_puts_the_query_encoder_in_train_mode_while_training(tiny_rag, tiny_qa, monkeypatch):
+    modes = []
+    query_embeddings = tiny_rag.retriever.query_embeddings
+
+    def recording(texts):
+        modes.append(tiny_rag.retriever.query_model.training)
+        return query_embeddings(texts)
+
+    monkeypatch.setattr(tiny_rag.retriever, "query_embeddings", recording)
+    HuggingFaceTrainerForLSR(tiny_rag, tiny_qa, batch_size=3, top_k=3, progress=False).train()
+    # candidates retrieved in eval mode; dropout (LoRA and base) active in both steps ...
+    assert modes == [False, True, True]
+    assert not tiny_rag.retriever.query_model.training  # ... and off again afterwards
 
 
 def test_lsr_batched_scores_equal_one_candidate_at_a_time(tiny_rag, tiny_qa):

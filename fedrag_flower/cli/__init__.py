@@ -1,5 +1,6 @@
 """The ``fedrag-flower`` command line.
 
+fedrag-flower prepare
 fedrag-flower ask --system outputs/run-.../final "How long does a building permit take?"
 fedrag-flower evaluate --system outputs/run-.../final
 fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl
@@ -12,17 +13,19 @@ import argparse
 import sys
 
 from fedrag_flower import __version__
-from fedrag_flower.cli import compare, site, system
+from fedrag_flower.cli import compare, prepare, site, system
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedrag-flower",
         description="Federated fine-tuning of retrieval-augmented generation on Flower: "
-        "query and evaluate saved RAG systems, and set up a site.",
+        "prepare the default models, query and evaluate saved RAG systems, set up a site, and "
+        "compare training alone, federated and centralized.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    prepare.register(subparsers)
     system.register(subparsers)
     site.register(subparsers)
     compare.register(subparsers)
@@ -36,7 +39,3 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:  # bad input: say what, no traceback
         print(f"fedrag-flower: error: {error}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

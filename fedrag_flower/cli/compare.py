@@ -58,16 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from flwr.common.config import parse_config_args
-
     from fedrag_flower.comparison import ComparisonOptions, run_comparison
+    from fedrag_flower.federation.run_config import parse_run_config
     from fedrag_flower.federation.settings import FederationSettings
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    run_config = parse_config_args([args.run_config])
+    run_config = parse_run_config(args.run_config)
     if args.default_data:
         run_config["default-data"] = args.default_data
     settings = FederationSettings.from_run_config(run_config)

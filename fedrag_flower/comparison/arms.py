@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData
 from fedrag_flower.federation.in_process import fedavg_round
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site
-from fedrag_flower.models import cache_dir
 from fedrag_flower.rag.generator import Generator
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.retriever import Retriever

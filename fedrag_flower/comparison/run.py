@@ -14,6 +14,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fedrag_flower.cache import cache_dir
 from fedrag_flower.comparison.arms import (
     FEDERATED,
     UNTRAINED,
@@ -28,7 +29,6 @@ from fedrag_flower.comparison.report import write_report
 from fedrag_flower.data import SiteData, default_qa
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site, simulation_site
-from fedrag_flower.models import cache_dir
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
+from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
 from fedrag_flower.federation.settings import FederationSettings
-from fedrag_flower.models import cache_dir
 from fedrag_flower.rag.generator import Generator
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.retriever import Retriever

@@ -3,7 +3,8 @@
 The logit at position ``t`` predicts token ``t + 1``: target token ``i`` is scored with the
 hidden state at ``i - 1``. The vocabulary projection (49k words for SmolLM2) is applied only
 at those positions, not at every prompt token; on 2 CPU cores that alone makes a training
-step ~1.4x faster (DESIGN.md §4) and gives the same numbers.
+step ~1.4x faster (SmolLM2-135M, 8 x 256 tokens, fp32: 190 -> 262 tokens/s) and gives the
+same numbers.
 """
 
 from __future__ import annotations

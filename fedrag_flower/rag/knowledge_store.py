@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import faiss
 import numpy as np
 
-from fedrag_flower.rag.atomic import atomic_directory
+from fedrag_flower.atomic import atomic_directory
 
 if TYPE_CHECKING:
     from fedrag_flower.rag.retriever import Retriever

@@ -30,13 +30,16 @@ class Example:
 
 class PromptBuilder:
     """Renders prompts with the tokenizer's chat template (when it has one) and tokenizes
-    prompt + response pairs, truncating the context, never the target.
+    prompt + response pairs. When a pair is longer than ``max_length``, the context is cut
+    first; the target is cut only when it alone is longer than ``max_length - 8`` tokens
+    (see :meth:`example`).
 
     Args:
         tokenizer: a Hugging Face tokenizer.
         template: user-message template with ``{query}`` and ``{context}`` fields.
         system_prompt: system message ('' for none).
-        max_length: longest prompt + target sequence, in tokens.
+        max_length: longest prompt + target sequence, in tokens. The query, system prompt
+            and template are never cut, so a query that alone overflows gives a longer one.
     """
 
     def __init__(self, tokenizer, template: str, system_prompt: str, max_length: int) -> None:
@@ -82,6 +85,12 @@ class PromptBuilder:
         return ids + [self.eos_token_id] if self.eos_token_id is not None else ids
 
     def example(self, query: str, context: str, response: str) -> Example:
+        """Prompt + target tokens, with loss labels on the target only.
+
+        The target (response + EOS) keeps its first ``max_length - 8`` tokens (a longer one
+        loses its end, EOS included), so a few tokens are left for the prompt; the context
+        is then cut from its end until prompt + target fit in ``max_length``.
+        """
         target = self.target_ids(response)[: self.max_length - 8]
         prompt = self.prompt_ids(query, context, reserve=len(target))
         return Example(prompt + target, [IGNORE_INDEX] * len(prompt) + target)

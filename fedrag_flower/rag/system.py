@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
+from fedrag_flower.atomic import atomic_directory
 from fedrag_flower.models import PACKAGED_GENERATOR, PACKAGED_RETRIEVER
-from fedrag_flower.rag.atomic import atomic_directory
 from fedrag_flower.rag.generator import Generator
 from fedrag_flower.rag.knowledge_store import KnowledgeStore, SourceChunk
 from fedrag_flower.rag.lora import LoraSettings

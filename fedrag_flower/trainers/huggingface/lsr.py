@@ -13,39 +13,32 @@ from fedrag_flower.data import as_rows
 from fedrag_flower.losses.lsr import LSRLoss, lm_target_distribution
 from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, target_log_probs
 from fedrag_flower.rag.system import RAGSystem
-from fedrag_flower.trainers.result import TrainResult, with_overrides
+from fedrag_flower.trainers.args import TrainingArgs, with_overrides
+from fedrag_flower.trainers.loop import Step, train_loop
+from fedrag_flower.trainers.result import TrainResult
 
 
 @dataclass
-class LSRTrainingArgs:
-    """Hyperparameters of LSR.
+class LSRTrainingArgs(TrainingArgs):
+    """Hyperparameters of LSR: those of ``TrainingArgs`` (``batch_size`` counts queries),
+    and
 
     Attributes:
-        epochs: passes over the training queries.
-        learning_rate: AdamW learning rate of the query adapter.
-        batch_size: queries per optimizer step.
         top_k: candidate chunks per query.
         gamma: retrieval temperature in P_R = softmax(cos / gamma).
         beta: LM temperature in Q = softmax(ll / beta).
         length_normalize: ll is the mean log-prob per response token (True) or the sum.
             The mean makes beta comparable across responses of different lengths.
-        max_steps: stop after this many steps (``None``: run all epochs).
-        max_grad_norm: gradient clipping norm (0 disables).
-        seed: seeds the batch order.
-        progress: show a progress bar.
+        score_batch_size: sequences per forward pass when scoring candidates with the LM.
     """
 
-    epochs: int = 1
     learning_rate: float = 1e-4
     batch_size: int = 16
     top_k: int = 8
     gamma: float = 0.05
     beta: float = 0.1
     length_normalize: bool = True
-    max_steps: int | None = None
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    progress: bool = True
+    score_batch_size: int = 16
 
 
 @dataclass
@@ -71,29 +64,36 @@ class LSRTargets:
 def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) -> LSRTargets:
     """Retrieve ``top_k`` candidates per query and score the gold response under each.
 
-    The k candidates of a query go through the generator in one batched forward pass. The
-    generator is frozen during LSR, so this runs once per ``train()`` and is cached.
+    All n x k (query, candidate) sequences are sorted by length and scored
+    ``score_batch_size`` at a time, so a batch holds little padding; each sequence's
+    log-likelihood does not depend on what shares its batch. The generator is frozen during
+    LSR, so this runs once per ``train()`` and is cached.
     """
     store, generator = rag_system.knowledge_store, rag_system.generator
     queries = [row["query"] for row in rows]
     _, positions = store.search(rag_system.retriever.encode_queries(queries), args.top_k)
-    k = positions.shape[1]
-    ll = torch.zeros(len(rows), k)
+    n, k = positions.shape
+    examples = [
+        rag_system.prompts.example(row["query"], store.texts[p], row["response"])
+        for row, candidates in zip(rows, positions)
+        for p in candidates
+    ]
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
+    ll = torch.zeros(n * k)
     tokens = 0
     pad = generator.tokenizer.pad_token_id
-    bar = tqdm(rows, desc="LSR: LM scores", disable=not args.progress)
-    for i, row in enumerate(bar):
-        examples = [
-            rag_system.prompts.example(row["query"], store.texts[p], row["response"])
-            for p in positions[i]
-        ]
-        batch = {k_: v.to(generator.device) for k_, v in collate(examples, pad).items()}
+    starts = range(0, len(order), args.score_batch_size)
+    for start in tqdm(starts, desc="LSR: LM scores", disable=not args.progress):
+        index = order[start : start + args.score_batch_size]
+        batch = collate([examples[i] for i in index], pad)
+        batch = {k_: v.to(generator.device) for k_, v in batch.items()}
         with generator.autocast():
             log_probs, batch_rows = target_log_probs(generator.model, **batch)
-        ll[i] = sequence_log_likelihoods(
-            log_probs.float(), batch_rows, len(examples), args.length_normalize
+        ll[index] = sequence_log_likelihoods(
+            log_probs.float(), batch_rows, len(index), args.length_normalize
         ).cpu()
         tokens += int(batch["attention_mask"].sum())
+    ll = ll.view(n, k)
     positions_t = torch.as_tensor(positions, dtype=torch.long)
     embeddings = torch.from_numpy(store.embeddings)[positions_t]
     return LSRTargets(positions_t, embeddings, ll, lm_target_distribution(ll, args.beta), tokens)
@@ -127,50 +127,33 @@ class HuggingFaceTrainerForLSR:
         self.targets: LSRTargets | None = None
 
     def train(self) -> TrainResult:
+        started = time.perf_counter()
         args, retriever = self.args, self.rag_system.retriever
-        start = time.perf_counter()
         self.targets = targets = lsr_targets(self.rag_system, self.rows, args)
-        rng = random.Random(args.seed)
-        params = retriever.trainable_parameters()
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate)
         queries = [row["query"] for row in self.rows]
-        history, seen = [], 0
-        for epoch in range(args.epochs):
+
+        def epoch_batches(rng: random.Random) -> list[list[int]]:
             order = list(range(len(queries)))
             rng.shuffle(order)
-            batches = [
-                order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)
-            ]
-            bar = tqdm(
-                batches, desc=f"LSR epoch {epoch + 1}/{args.epochs}", disable=not args.progress
+            return [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+
+        def step(batch: list[int]) -> Step:
+            index = torch.tensor(batch)
+            query_embeddings = retriever.query_embeddings([queries[i] for i in batch])
+            loss = self.loss_fn(
+                query_embeddings,
+                targets.chunk_embeddings[index].to(query_embeddings.device),
+                targets.target[index].to(query_embeddings.device),
             )
-            for batch in bar:
-                index = torch.tensor(batch)
-                query_embeddings = retriever.query_embeddings([queries[i] for i in batch])
-                loss = self.loss_fn(
-                    query_embeddings,
-                    targets.chunk_embeddings[index].to(query_embeddings.device),
-                    targets.target[index].to(query_embeddings.device),
-                )
-                loss.backward()
-                if args.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                history.append(loss.item())
-                seen += len(batch)
-                bar.set_postfix(loss=f"{history[-1]:.4f}")
-                if args.max_steps and len(history) >= args.max_steps:
-                    break
-            if args.max_steps and len(history) >= args.max_steps:
-                break
-        seconds = time.perf_counter() - start
-        return TrainResult(
-            loss=sum(history) / max(len(history), 1),
-            steps=len(history),
-            examples=seen,
-            seconds=seconds,
+            return Step(loss, len(batch))
+
+        return train_loop(
+            retriever.query_model,
+            retriever.trainable_parameters(),
+            args,
+            epoch_batches,
+            step,
+            "LSR",
+            started,
             tokens=targets.tokens,
-            tokens_per_second=targets.tokens / seconds if seconds else 0.0,
-            history=history,
         )

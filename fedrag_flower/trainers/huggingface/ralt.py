@@ -6,42 +6,27 @@ import random
 import time
 from dataclasses import dataclass
 
-import torch
-from tqdm.auto import tqdm
-
 from fedrag_flower.data import as_rows
 from fedrag_flower.losses.ralt import RALTLoss
 from fedrag_flower.losses.scoring import collate
 from fedrag_flower.rag.prompts import Example
 from fedrag_flower.rag.system import RAGSystem
-from fedrag_flower.trainers.result import TrainResult, length_batches, with_overrides
+from fedrag_flower.trainers.args import TrainingArgs, with_overrides
+from fedrag_flower.trainers.batching import length_batches
+from fedrag_flower.trainers.loop import Step, train_loop
+from fedrag_flower.trainers.result import TrainResult
 
 
 @dataclass
-class RALTTrainingArgs:
-    """Hyperparameters of RALT.
+class RALTTrainingArgs(TrainingArgs):
+    """Hyperparameters of RALT: those of ``TrainingArgs`` (``batch_size`` counts sequences;
+    each pair gives ``top_k`` of them), and
 
     Attributes:
-        epochs: passes over the training pairs.
-        learning_rate: AdamW learning rate of the LoRA parameters.
-        batch_size: sequences per optimizer step (each pair gives ``top_k`` sequences).
         top_k: chunks per pair; ``None`` uses the RAG config's ``top_k``.
-        max_steps: stop after this many steps (``None``: run all epochs).
-        weight_decay: AdamW weight decay.
-        max_grad_norm: gradient clipping norm (0 disables).
-        seed: seeds the batch order.
-        progress: show a progress bar.
     """
 
-    epochs: int = 1
-    learning_rate: float = 2e-4
-    batch_size: int = 8
     top_k: int | None = None
-    max_steps: int | None = None
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    seed: int = 0
-    progress: bool = True
 
 
 def ralt_examples(rag_system: RAGSystem, rows: list[dict], top_k: int) -> list[Example]:
@@ -83,51 +68,31 @@ class HuggingFaceTrainerForRALT:
         self.loss_fn = RALTLoss()
 
     def train(self) -> TrainResult:
+        started = time.perf_counter()
         args, generator = self.args, self.rag_system.generator
-        start = time.perf_counter()
-        rng = random.Random(args.seed)
-        params = generator.trainable_parameters()
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        # The retriever is frozen during RALT: retrieve and tokenize once for all epochs.
+        examples = ralt_examples(
+            self.rag_system, self.rows, args.top_k or self.rag_system.config.top_k
+        )
+        lengths = [len(e.input_ids) for e in examples]
         pad = generator.tokenizer.pad_token_id
-        top_k = args.top_k or self.rag_system.config.top_k
-        history, tokens, seen = [], 0, 0
-        generator.model.train()
-        try:
-            for epoch in range(args.epochs):
-                examples = ralt_examples(self.rag_system, self.rows, top_k)
-                batches = list(
-                    length_batches([len(e.input_ids) for e in examples], args.batch_size, rng)
-                )
-                bar = tqdm(
-                    batches, desc=f"RALT epoch {epoch + 1}/{args.epochs}", disable=not args.progress
-                )
-                for batch_indices in bar:
-                    batch = collate([examples[i] for i in batch_indices], pad)
-                    batch = {k: v.to(generator.device) for k, v in batch.items()}
-                    with generator.autocast():
-                        loss = self.loss_fn(generator.model, **batch)
-                    loss.backward()
-                    if args.max_grad_norm:
-                        torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    history.append(loss.item())
-                    tokens += int(batch["attention_mask"].sum())
-                    seen += len(batch_indices)
-                    bar.set_postfix(loss=f"{history[-1]:.3f}")
-                    if args.max_steps and len(history) >= args.max_steps:
-                        break
-                if args.max_steps and len(history) >= args.max_steps:
-                    break
-        finally:
-            generator.model.eval()
-        seconds = time.perf_counter() - start
-        return TrainResult(
-            loss=sum(history) / max(len(history), 1),
-            steps=len(history),
-            examples=seen,
-            seconds=seconds,
-            tokens=tokens,
-            tokens_per_second=tokens / seconds if seconds else 0.0,
-            history=history,
+
+        def epoch_batches(rng: random.Random) -> list[list[int]]:
+            return list(length_batches(lengths, args.batch_size, rng))
+
+        def step(indices: list[int]) -> Step:
+            batch = collate([examples[i] for i in indices], pad)
+            batch = {k: v.to(generator.device) for k, v in batch.items()}
+            with generator.autocast():
+                loss = self.loss_fn(generator.model, **batch)
+            return Step(loss, len(indices), int(batch["attention_mask"].sum()))
+
+        return train_loop(
+            generator.model,
+            generator.trainable_parameters(),
+            args,
+            epoch_batches,
+            step,
+            "RALT",
+            started,
         )
