@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, target_log_probs
+from fedrag_flower.trainers.args import with_overrides
+from fedrag_flower.trainers.batching import length_batches
 from fedrag_flower.trainers.huggingface import lsr as lsr_module
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR, LSRTrainingArgs
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT, RALTTrainingArgs
-from fedrag_flower.trainers.args import with_overrides
-from fedrag_flower.trainers.batching import length_batches
 from fedrag_flower.trainers.result import TrainResult
 
 
@@ -289,3 +289,31 @@ def test_lsr_moves_retrieval_towards_the_lm_target(tiny_rag, tiny_qa):
     )
     result = trainer.train()
     assert result.history[-1] < result.history[0]
+
+
+def test_ralt_micro_batches_give_the_same_step_as_the_whole_batch(tiny_rag, tiny_qa):
+    """Gradient accumulation over micro-batches (bounded memory) is the same optimizer step:
+    each micro-batch's loss is its target tokens' NLL over the whole batch's target count."""
+    initial = tiny_rag.generator.adapter_state_dict()
+    results, adapters = [], []
+    for max_tokens in (100_000, 1):  # one pass per batch; one sequence per pass
+        tiny_rag.generator.load_adapter_state_dict(initial)
+        results.append(
+            HuggingFaceTrainerForRALT(
+                tiny_rag,
+                tiny_qa,
+                batch_size=6,
+                top_k=2,
+                max_steps=2,
+                learning_rate=1e-2,
+                max_tokens_per_pass=max_tokens,
+                progress=False,
+            ).train()
+        )
+        adapters.append(tiny_rag.generator.adapter_state_dict())
+    whole, micro = results
+    assert whole.steps == micro.steps == 2 and whole.examples == micro.examples == 12
+    np.testing.assert_allclose(micro.history, whole.history, rtol=1e-5)
+    assert any(not torch.equal(initial[k], adapters[0][k]) for k in initial)
+    for key in initial:
+        torch.testing.assert_close(adapters[1][key], adapters[0][key], atol=1e-6, rtol=1e-4)

@@ -15,6 +15,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggre
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state, merge_into
 from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.federation.tracking import log_history, make_tracker
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.system import RAGSystem
 
@@ -116,6 +117,8 @@ class RunOutputs:
         self.run_config = dict(run_config)
         self.round_seconds: dict[int, float] = {}
         self._last = time.perf_counter()
+        # Experiment tracking: made here so a wrong `tracking` key fails before training.
+        self.tracker = make_tracker(settings.tracking, self.folder)
 
     def extra(self, server_round: int) -> dict:
         return {"server_round": server_round, "run_config": self.run_config}
@@ -150,6 +153,8 @@ class RunOutputs:
         }
         (self.folder / "metrics.json").write_text(json.dumps(document, indent=2))
         plot_history(history, self.folder / "metrics.png")
+        # Experiment tracking (run-config key `tracking`): the same history, one step a round.
+        log_history(self.tracker, history)
         return final
 
 

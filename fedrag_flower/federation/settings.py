@@ -22,6 +22,9 @@ class FederationSettings:
         mode: what each site trains per round: ``ralt`` (generator adapter), ``lsr``
             (retriever query adapter) or ``ralt+lsr`` (RALT, then LSR).
         local_epochs: passes over the site's training pairs per round.
+        lsr_epochs: LSR passes per local epoch. LSR's LM targets are computed once per
+            round and cached, so each extra pass costs only the query encoder's steps
+            (about a second for 24 queries), not LM scoring.
         local_steps: if > 0, at most this many optimizer steps per trainer per round.
         pairs_per_round: if > 0, each round trains on this many of the site's pairs,
             drawn without replacement and cycling through them round by round.
@@ -46,20 +49,27 @@ class FederationSettings:
             FAQ), a file path, or ``none``.
         output_dir: where each run's folder is created.
         seed: seeds adapters' initialisation, data partitioning and batch order.
+        store_backend: each site's knowledge store: ``faiss`` (exact), ``faiss-hnsw`` or
+            ``faiss-ivf`` (approximate, for large corpora), ``qdrant`` (embedded, or the
+            server at ``store_url``); see ``fedrag_flower.rag.store_backends``.
+        store_url: a Qdrant server's URL for ``store_backend = "qdrant"`` ('' = embedded).
+        tracking: also log per-round metrics to an experiment tracker: ``none`` or
+            ``tensorboard`` (``fedrag_flower.federation.tracking``).
     """
 
     num_server_rounds: int = 2
     mode: str = "ralt+lsr"
     local_epochs: int = 1
+    lsr_epochs: int = 4
     local_steps: int = 0
     pairs_per_round: int = 24
     lr_generator: float = 1e-3
-    lr_retriever: float = 3e-4
+    lr_retriever: float = 1e-3
     batch_size: int = 8
-    lsr_batch_size: int = 16
+    lsr_batch_size: int = 4
     lora_r: int = 16
     lora_alpha: int = 32
-    lora_dropout: float = 0.05
+    lora_dropout: float = 0.0
     retriever_lora_r: int = 8
     retriever_lora_alpha: int = 16
     top_k: int = 3
@@ -78,6 +88,9 @@ class FederationSettings:
     server_corpus: str = "default"
     output_dir: str = "outputs"
     seed: int = 0
+    store_backend: str = "faiss"
+    store_url: str = ""
+    tracking: str = "none"
 
     @classmethod
     def from_run_config(cls, run_config: dict) -> FederationSettings:
@@ -133,7 +146,7 @@ class FederationSettings:
 
     def lsr_args(self, server_round: int) -> LSRTrainingArgs:
         return LSRTrainingArgs(
-            epochs=self.local_epochs,
+            epochs=self.local_epochs * self.lsr_epochs,
             learning_rate=self.lr_retriever,
             batch_size=self.lsr_batch_size,
             top_k=self.lsr_top_k,

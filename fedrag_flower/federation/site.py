@@ -6,7 +6,11 @@ arguments and the results back into a Message; tests call them directly.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +21,10 @@ from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
 from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
-from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.retriever import Retriever
+from fedrag_flower.rag.store_backends import store_class, store_options
 from fedrag_flower.rag.system import RAGSystem
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT
@@ -62,7 +67,7 @@ def deployment_site(node_config: dict) -> Site:
 
 
 _MODELS: dict[str, tuple[Retriever, Generator]] = {}
-_STORES: dict[str, KnowledgeStore] = {}
+_STORES: dict[str, BaseKnowledgeStore] = {}
 
 
 def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
@@ -88,10 +93,14 @@ def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
         generator = Generator(settings.generator_model, settings.generator_lora())
         _MODELS[models_key] = (retriever, generator)
     retriever, generator = _MODELS[models_key]
-    store_key = str(site.store_dir)
+    store_key = repr((str(site.store_dir), settings.store_backend, settings.store_url))
     if store_key not in _STORES:
-        _STORES[store_key] = KnowledgeStore.load_or_build(
-            site.store_dir, site.data.corpus, retriever
+        backend = store_class(settings.store_backend)
+        _STORES[store_key] = backend.load_or_build(
+            site.store_dir,
+            site.data.corpus,
+            retriever,
+            **store_options(settings.store_backend, settings.store_url),
         )
     return RAGSystem(retriever, _STORES[store_key], generator, settings.rag_config())
 
@@ -125,6 +134,8 @@ def train_site(
         metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
         state |= {f"retriever.{k}": v for k, v in rag_system.retriever.adapter_state_dict().items()}
     metrics["train-seconds"] = time.perf_counter() - start
+    release_memory()
+    metrics["peak-memory-gb"] = peak_memory_gb()
     return state, metrics
 
 
@@ -143,4 +154,29 @@ def evaluate_site(
     metrics = {k.replace("_", "-"): v for k, v in metrics.items() if k != "num_examples"}
     metrics["num-examples"] = float(len(rows))
     metrics["eval-seconds"] = time.perf_counter() - start
+    release_memory()
+    metrics["peak-memory-gb"] = peak_memory_gb()
     return metrics
+
+
+def peak_memory_gb() -> float:
+    """Peak resident memory of this process so far, in GiB (0 where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return 0.0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**30 if sys.platform == "darwin" else peak / 2**20  # bytes vs KiB
+
+
+def release_memory() -> None:
+    """Give freed memory back to the OS between messages. A site process lives for many
+    rounds (simulation) and glibc keeps freed activation buffers of varying sizes in its
+    heap; ``malloc_trim`` returns them, so the next round does not start from a bloated
+    process."""
+    gc.collect()
+    libc_name = ctypes.util.find_library("c") if sys.platform.startswith("linux") else None
+    if libc_name:
+        libc = ctypes.CDLL(libc_name)
+        if hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)

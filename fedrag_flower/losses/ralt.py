@@ -19,6 +19,8 @@ class RALTLoss(nn.Module):
 
     where T is the number of target tokens in the batch: a per-token mean over the
     response only. Prompt and padding tokens carry label -100 and contribute nothing.
+    Passing ``num_target_tokens`` (T of a whole batch) scores one micro-batch of it: the
+    micro-batches' losses then add up to the batch's loss, and so do their gradients.
 
     Input: a batch from ``scoring.collate`` (``input_ids``, ``attention_mask``, ``labels``).
 
@@ -32,6 +34,7 @@ class RALTLoss(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         labels: torch.Tensor,
+        num_target_tokens: int | None = None,
     ) -> torch.Tensor:
         log_probs, _ = target_log_probs(causal_lm, input_ids, attention_mask, labels)
-        return -log_probs.mean()
+        return -log_probs.sum() / (num_target_tokens or log_probs.numel())

@@ -16,7 +16,9 @@ class LoraSettings:
     Attributes:
         r: rank of the update matrices.
         alpha: scaling numerator; the update is scaled by ``alpha / r``.
-        dropout: dropout on the LoRA input during training.
+        dropout: dropout on the LoRA input during training. Off by default: PEFT then copies
+            every adapted layer's input once more per step, which cost 30 % of a RALT step
+            on 2 CPU cores (407 -> 287 tokens/s, r=16 on q/k/v/o, bf16).
         target_modules: names of the linear layers to adapt; empty means the model's usual
             attention projections (``q_proj/k_proj/v_proj/o_proj`` for Llama-style
             generators, ``query/value`` for BERT-style retrievers).
@@ -26,7 +28,7 @@ class LoraSettings:
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0
     target_modules: list[str] = field(default_factory=list)
     seed: int = 0
 

@@ -11,8 +11,8 @@ import torch
 
 from fedrag_flower.atomic import atomic_directory
 from fedrag_flower.models import PACKAGED_GENERATOR, PACKAGED_RETRIEVER
+from fedrag_flower.rag.base_store import BaseKnowledgeStore, SourceChunk
 from fedrag_flower.rag.generator import Generator
-from fedrag_flower.rag.knowledge_store import KnowledgeStore, SourceChunk
 from fedrag_flower.rag.lora import LoraSettings
 from fedrag_flower.rag.prompts import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -21,6 +21,7 @@ from fedrag_flower.rag.prompts import (
     join_context,
 )
 from fedrag_flower.rag.retriever import Retriever
+from fedrag_flower.rag.store_backends import load_store, store_class
 
 MANIFEST = "rag_system.json"
 _FORMAT_VERSION = 1
@@ -71,7 +72,7 @@ class RAGSystem:
     def __init__(
         self,
         retriever: Retriever,
-        knowledge_store: KnowledgeStore,
+        knowledge_store: BaseKnowledgeStore,
         generator: Generator,
         config: RAGConfig | None = None,
     ) -> None:
@@ -98,19 +99,25 @@ class RAGSystem:
         retriever_lora: LoraSettings | None = None,
         store_dir: str | os.PathLike | None = None,
         device: str = "cpu",
+        store_backend: str = "faiss",
+        store_options: dict | None = None,
     ) -> RAGSystem:
         """Build a system from model names and corpus rows (default: the packaged models
         and the embedded Zaragoza FAQ corpus). With ``store_dir`` the index is saved there
-        and reused while the corpus and encoder are unchanged."""
+        and reused while the corpus and encoder are unchanged. ``store_backend`` picks the
+        knowledge store (``faiss`` exact, ``faiss-hnsw``, ``faiss-ivf``, ``qdrant``; see
+        ``fedrag_flower.rag.store_backends``), ``store_options`` its keywords (e.g.
+        ``{"url": "http://localhost:6333"}`` for a Qdrant server)."""
         if corpus is None:
             from fedrag_flower.data import default_corpus
 
             corpus = default_corpus()
         retriever = Retriever(retriever_model, context_model, retriever_lora, device)
+        backend = store_class(store_backend)
         if store_dir is not None:
-            store = KnowledgeStore.load_or_build(store_dir, corpus, retriever)
+            store = backend.load_or_build(store_dir, corpus, retriever, **(store_options or {}))
         else:
-            store = KnowledgeStore.from_corpus(corpus, retriever)
+            store = backend.from_corpus(corpus, retriever, **(store_options or {}))
         generator = Generator(generator_model, generator_lora, device)
         return cls(retriever, store, generator, config)
 
@@ -203,13 +210,17 @@ class RAGSystem:
     def from_pretrained(
         cls,
         directory: str | os.PathLike,
-        knowledge_store: KnowledgeStore | None = None,
+        knowledge_store: BaseKnowledgeStore | None = None,
         corpus: list[dict] | None = None,
         device: str = "cpu",
+        store_backend: str | None = None,
+        store_options: dict | None = None,
     ) -> RAGSystem:
         """Load a system written by ``save_pretrained``. Pass ``knowledge_store``, or
         ``corpus`` rows to index, to answer from another corpus with the same fine-tuned
-        models (needed when the system was saved without its store)."""
+        models (needed when the system was saved without its store). The saved store loads
+        into ``store_backend`` (default: the backend it was saved from) with
+        ``store_options``."""
         directory = Path(directory)
         manifest_path = directory / MANIFEST
         if not manifest_path.exists():
@@ -230,12 +241,16 @@ class RAGSystem:
         )
         generator.load_adapter(str(directory / "generator_adapter"))
         if knowledge_store is None and corpus is not None:
-            knowledge_store = KnowledgeStore.from_corpus(corpus, retriever)
+            knowledge_store = store_class(store_backend or "faiss").from_corpus(
+                corpus, retriever, **(store_options or {})
+            )
         elif knowledge_store is None:
             if not (directory / "knowledge_store").exists():
                 raise ValueError(
                     f"{directory} was saved without a knowledge store: give a corpus to "
                     "answer from (--corpus FILE on the command line)"
                 )
-            knowledge_store = KnowledgeStore.load(directory / "knowledge_store")
+            knowledge_store = load_store(
+                directory / "knowledge_store", store_backend, **(store_options or {})
+            )
         return cls(retriever, knowledge_store, generator, RAGConfig(**manifest["config"]))

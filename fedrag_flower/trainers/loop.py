@@ -1,7 +1,10 @@
 """The training loop both trainers run: AdamW on one adapter, clipping, ``max_steps``.
 
 Each trainer brings what is its own (RALT: its retrieval-augmented examples; LSR: its
-cached LM targets) as two functions: the batches of an epoch, and the loss of a batch.
+cached LM targets) as two functions: the batches of an epoch, and the loss of a
+micro-batch. A batch is a list of micro-batches whose losses add up to the batch's loss;
+their gradients accumulate before the one optimizer step, so the step is the same as on
+the whole batch at once while the activations held at a time shrink with the micro-batch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from fedrag_flower.trainers.result import TrainResult
 
 @dataclass
 class Step:
-    """What one batch gives the loop: its loss (with gradient), and what to count."""
+    """What one micro-batch gives the loop: its share of the batch loss (with gradient),
+    and what to count."""
 
     loss: torch.Tensor
     examples: int
@@ -41,9 +45,10 @@ def train_loop(
     """Run ``args.epochs`` epochs (or ``args.max_steps`` steps) of AdamW on ``params``.
 
     ``module`` is in train mode during the loop (LoRA and base dropout active) and back in
-    eval mode after it, also on error. ``epoch_batches(rng)`` gives an epoch's batches;
-    ``step(batch)`` its loss. ``started`` (a ``time.perf_counter()`` value) and ``tokens``
-    let the result count the trainer's own preparation (retrieval, LM scoring).
+    eval mode after it, also on error. ``epoch_batches(rng)`` gives an epoch's batches,
+    each a list of micro-batches; ``step(micro_batch)`` its share of the batch loss.
+    ``started`` (a ``time.perf_counter()`` value) and ``tokens`` let the result count the
+    trainer's own preparation (retrieval, LM scoring).
     """
     optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
     rng = random.Random(args.seed)
@@ -58,16 +63,19 @@ def train_loop(
                 disable=not args.progress,
             )
             for batch in bar:
-                out = step(batch)
-                out.loss.backward()
+                loss = 0.0
+                for micro_batch in batch:
+                    out = step(micro_batch)
+                    out.loss.backward()
+                    loss += out.loss.item()
+                    examples += out.examples
+                    tokens += out.tokens
                 if args.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
-                history.append(out.loss.item())
-                examples += out.examples
-                tokens += out.tokens
-                bar.set_postfix(loss=f"{history[-1]:.4f}")
+                history.append(loss)
+                bar.set_postfix(loss=f"{loss:.4f}")
                 if args.max_steps and len(history) >= args.max_steps:
                     return _result(history, examples, tokens, started)
     finally:

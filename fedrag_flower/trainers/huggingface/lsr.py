@@ -132,10 +132,11 @@ class HuggingFaceTrainerForLSR:
         self.targets = targets = lsr_targets(self.rag_system, self.rows, args)
         queries = [row["query"] for row in self.rows]
 
-        def epoch_batches(rng: random.Random) -> list[list[int]]:
+        def epoch_batches(rng: random.Random) -> list[list[list[int]]]:
             order = list(range(len(queries)))
             rng.shuffle(order)
-            return [order[i : i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+            size = args.batch_size
+            return [[order[i : i + size]] for i in range(0, len(order), size)]
 
         def step(batch: list[int]) -> Step:
             index = torch.tensor(batch)
