@@ -29,9 +29,11 @@ from fedrag_flower.data import SiteData
 from fedrag_flower.federation.in_process import fedavg_round
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site
+from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.retriever import Retriever
+from fedrag_flower.rag.store_backends import store_class, store_options
 from fedrag_flower.rag.system import RAGSystem
 
 FEDERATED = "federated"
@@ -100,17 +102,21 @@ class SeedModels:
         self.settings = settings
         self.retriever = Retriever(settings.retriever_model, None, settings.retriever_lora())
         self.generator = Generator(settings.generator_model, settings.generator_lora())
-        self._stores: dict[str, KnowledgeStore] = {}
+        self._stores: dict[str, BaseKnowledgeStore] = {}
         empty = KnowledgeStore([], [], np.zeros((0, self.retriever.dim), "float32"))
         self.initial_state = RAGSystem(self.retriever, empty, self.generator).adapter_state_dict()
 
     def system(self, site: Site, settings: FederationSettings | None = None) -> RAGSystem:
-        """The RAG system of ``site``: its own knowledge store (built once, cached on disk
-        in ``site.store_dir``) over the shared models."""
+        """The RAG system of ``site``: its own knowledge store (the run config's backend,
+        built once, cached on disk in ``site.store_dir``) over the shared models."""
         key = str(site.store_dir)
         if key not in self._stores:
-            self._stores[key] = KnowledgeStore.load_or_build(
-                site.store_dir, site.data.corpus, self.retriever
+            backend = self.settings.store_backend  # the app's store-backend / store-url keys
+            self._stores[key] = store_class(backend).load_or_build(
+                site.store_dir,
+                site.data.corpus,
+                self.retriever,
+                **store_options(backend, self.settings.store_url),
             )
         config = (settings or self.settings).rag_config()
         return RAGSystem(self.retriever, self._stores[key], self.generator, config)
