@@ -6,6 +6,7 @@ fedrag-flower evaluate --system outputs/run-.../final
 fedrag-flower check-data --corpus corpus.jsonl --qa train.jsonl
 fedrag-flower node-key / supernode-command                         (a site; see cli/site.py)
 fedrag-flower coordinator-credentials / coordinator-command  (the coordinator; cli/coordinator.py)
+fedrag-flower compare --seeds 0 1 2
 """
 
 from __future__ import annotations
@@ -14,15 +15,15 @@ import argparse
 import sys
 
 from fedrag_flower import __version__
-from fedrag_flower.cli import coordinator, prepare, site, system
+from fedrag_flower.cli import compare, coordinator, prepare, site, system
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fedrag-flower",
         description="Federated fine-tuning of retrieval-augmented generation on Flower: "
-        "prepare the default models, query and evaluate saved RAG systems, and set up a site "
-        "or the coordinator.",
+        "prepare the default models, query and evaluate saved RAG systems, set up a site or "
+        "the coordinator, and compare training alone, federated and centralized.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     system.register(subparsers)
     site.register(subparsers)
     coordinator.register(subparsers)
+    compare.register(subparsers)
     return parser
 
 

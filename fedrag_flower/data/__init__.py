@@ -12,7 +12,8 @@ One concept per module:
   (:func:`load_site_data`, :func:`check_files`, :func:`inspect_files`);
 - :mod:`~fedrag_flower.data.train_dataset`: a trainer's ``train_dataset`` as rows
   (:func:`as_rows`);
-- :mod:`~fedrag_flower.data.default`: the packaged default data, its split and partitions.
+- :mod:`~fedrag_flower.data.default`: the packaged default data, its split and partitions;
+  :mod:`~fedrag_flower.data.passages`: its harder variant, answers joined into passages.
 
 Every problem is raised as a :class:`DataError` that names the file, the line (row, for
 Parquet) and the field, and says what to do; data that can be used but probably not as meant
@@ -23,6 +24,7 @@ Parquet) and the field, and says what to do; data that can be used but probably 
 from __future__ import annotations
 
 from fedrag_flower.data.default import (
+    DEFAULT_DATA,
     PARTITION_SCHEMES,
     default_corpus,
     default_qa,
@@ -44,6 +46,7 @@ from fedrag_flower.data.site_files import (
 from fedrag_flower.data.train_dataset import as_rows
 
 __all__ = [
+    "DEFAULT_DATA",
     "PARTITION_SCHEMES",
     "DataError",
     "DataLimits",

@@ -3,7 +3,9 @@
 The default data is the Zaragoza construction FAQ (package ``zaragoza-construction-faq``):
 answers are the chunks, and its 39 categories give a natural non-IID split across simulated
 sites (:func:`partition_default`). The train/test split ships with this package as
-``default_split.json``.
+``default_split.json``. Two variants (``data``, run-config key ``default-data``):
+``"faq"``, one answer per chunk, and ``"passages"``, each category's answers joined into
+passages of 3-5 (:mod:`~fedrag_flower.data.passages`), with the same questions and split.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from fedrag_flower.data.errors import DataError
+from fedrag_flower.data.passages import passage_corpus, passage_of
 from fedrag_flower.data.site_files import SiteData
 
 PARTITION_SCHEMES = ("category", "iid")
+DEFAULT_DATA = ("faq", "passages")
 
 _DEFAULT_PACKAGE = "zaragoza_construction_faq"
 _DEFAULT_FILE = "data/faq-en.jsonl"
@@ -61,42 +65,75 @@ def _chunk(row: Mapping) -> dict:
     return {"id": row["id"], "text": row["a"], "title": row["category"]}
 
 
-def _question(row: Mapping) -> dict:
+@functools.lru_cache(maxsize=1)
+def _passages() -> tuple[dict[str, tuple[str, int]], tuple[dict, ...]]:
+    """Where each FAQ row's answer sits, and the passages (fixed: seeded grouping)."""
+    return passage_of(_default_rows()), tuple(passage_corpus(_default_rows()))
+
+
+def _question(row: Mapping, data: str) -> dict:
+    gold = row["id"] if data == "faq" else _passages()[0][row["id"]][0]
     return {
         "id": row["id"],
         "category": row["category"],
         "query": row["q"],
         "response": row["a"],
-        "gold_ids": [row["id"]],
+        "gold_ids": [gold],
     }
 
 
-def default_corpus() -> list[dict]:
-    """The default knowledge store: every FAQ answer is a chunk (503 chunks).
+def _check_data(data: str) -> None:
+    if data not in DEFAULT_DATA:
+        raise ValueError(
+            f"unknown default data {data!r}; choose one of {', '.join(map(repr, DEFAULT_DATA))}"
+            " (run-config key default-data)."
+        )
 
-    Rows ``{"id": FAQ row id, "text": answer, "title": category}``.
+
+def _corpus(rows: Sequence[Mapping], data: str) -> list[dict]:
+    """The chunks holding the answers of ``rows``: their answers, or every passage that
+    holds one of them."""
+    if data == "faq":
+        return [_chunk(row) for row in rows]
+    placement, passages = _passages()
+    wanted = {placement[row["id"]][0] for row in rows}
+    return [dict(chunk) for chunk in passages if chunk["id"] in wanted]
+
+
+def default_corpus(data: str = "faq") -> list[dict]:
+    """The default knowledge store: every FAQ answer is a chunk (503 chunks), or with
+    ``data="passages"`` every passage of 3-5 answers of one category (128 chunks).
+
+    Rows ``{"id": FAQ row id or passage id, "text": answer or passage, "title": category}``.
     """
-    return [_chunk(row) for row in _default_rows()]
+    _check_data(data)
+    return _corpus(_default_rows(), data)
 
 
-def default_qa(split: str = "train") -> list[dict]:
-    """The default QA set: the FAQ's questions, each with its own answer as gold chunk.
+def default_qa(split: str = "train", data: str = "faq") -> list[dict]:
+    """The default QA set: the FAQ's questions, each with its own answer as response and,
+    as gold chunk, that answer (``data="faq"``) or the passage holding it (``"passages"``).
 
     ``split`` is ``"train"`` (402 rows), ``"test"`` (101) or ``"all"`` (503), from the
     stratified split shipped as ``default_split.json``. Rows ``{"id", "category", "query",
-    "response", "gold_ids": [id]}`` in file order.
+    "response", "gold_ids": [chunk id]}`` in file order.
     """
     if split not in ("train", "test", "all"):
         raise ValueError(f"unknown split {split!r}; choose 'train', 'test' or 'all'.")
+    _check_data(data)
     rows = _default_rows()
     if split == "all":
-        return [_question(row) for row in rows]
+        return [_question(row, data) for row in rows]
     ids = set(_default_split()[split])
-    return [_question(row) for row in rows if row["id"] in ids]
+    return [_question(row, data) for row in rows if row["id"] in ids]
 
 
 def partition_default(
-    partition_id: int, num_partitions: int, scheme: str = "category", seed: int = 0
+    partition_id: int,
+    num_partitions: int,
+    scheme: str = "category",
+    seed: int = 0,
+    data: str = "faq",
 ) -> SiteData:
     """One simulated site's share of the default data.
 
@@ -109,8 +146,12 @@ def partition_default(
       round-robin; a site's corpus is the chunks of its own train and test rows. ``seed``
       only affects this scheme.
 
+    With ``data="passages"`` a site's corpus is the passages that hold its rows' answers
+    (under ``"category"``: exactly its categories' passages).
+
     Rows keep file order within a site.
     """
+    _check_data(data)
     if scheme not in PARTITION_SCHEMES:
         raise ValueError(
             f"unknown partition scheme {scheme!r}; choose one of "
@@ -133,9 +174,9 @@ def partition_default(
         site_ids = _iid_partition(split, partition_id, num_partitions, seed)
         mine = [row for row in rows if row["id"] in site_ids]
     return SiteData(
-        corpus=[_chunk(row) for row in mine],
-        train=[_question(row) for row in mine if row["id"] in train_ids],
-        test=[_question(row) for row in mine if row["id"] in test_ids],
+        corpus=_corpus(mine, data),
+        train=[_question(row, data) for row in mine if row["id"] in train_ids],
+        test=[_question(row, data) for row in mine if row["id"] in test_ids],
     )
 
 

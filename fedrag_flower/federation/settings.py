@@ -53,6 +53,9 @@ class FederationSettings:
         min_sites: minimum number of sites to train and evaluate with, and to wait for.
         partitioning: how simulation splits the default data: ``category`` (non-IID, whole
             categories per site) or ``iid``.
+        default_data: which default data simulated sites get: ``faq`` (one answer per
+            chunk) or ``passages`` (each category's answers joined into passages of 3-5; the
+            generator must find the answer in its passage).
         eval_generate: test questions per site answered by generation at evaluation
             (0: all); NLL and recall always use all of them.
         generator_model / retriever_model: base models (hub id, path, or packaged).
@@ -117,6 +120,7 @@ class FederationSettings:
     fraction_evaluate: float = 1.0
     min_sites: int = 2
     partitioning: str = "category"
+    default_data: str = "faq"
     eval_generate: int = 4
     generator_model: str = PACKAGED_GENERATOR
     retriever_model: str = PACKAGED_RETRIEVER

@@ -39,8 +39,12 @@ class Site:
 
 def simulation_site(partition_id: int, num_partitions: int, settings: FederationSettings) -> Site:
     """Simulated site ``partition_id``: its share of the embedded default data."""
-    data = partition_default(partition_id, num_partitions, settings.partitioning, settings.seed)
+    data = partition_default(
+        partition_id, num_partitions, settings.partitioning, settings.seed, settings.default_data
+    )
     name = f"{settings.partitioning}-{num_partitions}-site{partition_id}-seed{settings.seed}"
+    if settings.default_data != "faq":
+        name = f"{settings.default_data}-{name}"
     return Site(name, data, cache_dir() / "sites" / name / "knowledge_store")
 
 

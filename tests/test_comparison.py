@@ -1,0 +1,238 @@
+"""The comparison of training regimes: its round loop, budgets, report, and an end-to-end
+run of every arm on the real models."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from fedrag_flower.comparison.arms import (
+    Arm,
+    SeedModels,
+    centralized_settings,
+    comparison_arms,
+    pooled_site,
+    train_arm,
+)
+from fedrag_flower.comparison.evaluation import METRICS
+from fedrag_flower.comparison.report import markdown, spread, summarize, write_report
+from fedrag_flower.comparison.run import ComparisonOptions
+from fedrag_flower.data import SiteData
+from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.federation.site import Site, train_site
+from tests.conftest import TINY_CORPUS, TINY_QA
+
+TINY_SETTINGS = dict(
+    mode="ralt+lsr",
+    local_steps=1,
+    pairs_per_round=2,
+    batch_size=2,
+    lsr_batch_size=2,
+    lsr_top_k=2,
+    top_k=2,
+    max_length=160,
+    lora_dropout=0.0,
+)
+
+
+def tiny_sites(tmp_path, sizes=(3, 3)) -> list[Site]:
+    sites, start = [], 0
+    for i, n in enumerate(sizes):
+        train = [dict(row, id=f"q{start + j}") for j, row in enumerate(TINY_QA[start : start + n])]
+        data = SiteData(TINY_CORPUS, train, [])
+        sites.append(Site(f"site{i}", data, tmp_path / f"site{i}" / "knowledge_store"))
+        start += n
+    return sites
+
+
+def test_a_fedavg_round_is_the_weighted_average_of_each_site_training_alone(tiny_rag, tmp_path):
+    from fedrag_flower.federation.in_process import fedavg_round
+
+    settings = FederationSettings(**TINY_SETTINGS)
+    sites = tiny_sites(tmp_path, sizes=(2, 1))
+    for module in tiny_rag.retriever.query_model.modules():  # LSR trains in train mode:
+        if isinstance(module, torch.nn.Dropout):  # no dropout, so both paths draw alike
+            module.p = 0.0
+    initial = tiny_rag.adapter_state_dict()
+    alone = []
+    for site in sites:
+        tiny_rag.load_adapter_state_dict(initial)
+        alone.append(train_site(tiny_rag, site, settings, server_round=1))
+    state, metrics, reports = fedavg_round(
+        [(site, tiny_rag) for site in sites], initial, settings, server_round=1
+    )
+    (s0, m0), (s1, m1) = alone
+    n0, n1 = m0["num-examples"], m1["num-examples"]
+    assert (n0, n1) == (2.0, 1.0)
+    assert set(state) == set(initial)
+    for key in s0:
+        expected = (n0 * s0[key] + n1 * s1[key]) / (n0 + n1)
+        torch.testing.assert_close(state[key], expected, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(state[key], initial[key])  # it trained
+    assert metrics["ralt-loss"] == pytest.approx((n0 * m0["ralt-loss"] + n1 * m1["ralt-loss"]) / 3)
+    assert [r["site"] for r in reports] == ["site0", "site1"]
+
+
+def test_centralized_trains_as_many_pairs_and_steps_per_round_as_all_sites_together(tmp_path):
+    sites = tiny_sites(tmp_path, sizes=(4, 1))
+    settings = FederationSettings(pairs_per_round=2, local_steps=3)
+    pooled = centralized_settings(sites, settings)
+    assert pooled.pairs_per_round == 2 + 1  # min(2, 4) + min(2, 1)
+    assert pooled.local_steps == 6
+    assert centralized_settings(sites, FederationSettings(pairs_per_round=0)).pairs_per_round == 0
+    site = pooled_site(sites, settings)
+    assert len(site.data.train) == 5
+    assert [c["id"] for c in site.data.corpus] == [c["id"] for c in TINY_CORPUS]  # no repeats
+    names = [arm.name for arm in comparison_arms(sites, settings)]
+    assert names == ["local-site0", "local-site1", "federated", "centralized"]
+
+
+def test_an_interrupted_arm_resumes_after_its_last_round_to_the_same_adapters(
+    tiny_generator_dir, tmp_path
+):
+    base = dict(TINY_SETTINGS, generator_model=str(tiny_generator_dir), lora_r=4, lora_alpha=8)
+    sites = tiny_sites(tmp_path)
+    two_rounds = FederationSettings(**base, num_server_rounds=2)
+    whole, history = train_arm(
+        Arm("federated", sites, two_rounds), SeedModels(two_rounds), tmp_path / "a.pt"
+    )
+    # Cut after round 1, then run again with the full number of rounds.
+    one_round = FederationSettings(**base, num_server_rounds=1)
+    checkpoint = tmp_path / "b.pt"
+    train_arm(Arm("federated", sites, one_round), SeedModels(one_round), checkpoint)
+    resumed, resumed_history = train_arm(
+        Arm("federated", sites, two_rounds), SeedModels(two_rounds), checkpoint
+    )
+    assert [h["round"] for h in resumed_history] == [1, 2]
+    for key, value in whole.items():
+        torch.testing.assert_close(resumed[key], value)
+    for key in ("ralt-loss", "lsr-loss", "num-examples"):
+        assert resumed_history[1]["train"][key] == pytest.approx(history[1]["train"][key])
+
+
+def _result(arm: str, seed: int, level: float, sites=("site0", "site1")) -> dict:
+    figures = {m: level for m in METRICS}
+    result = {"arm": arm, "seed": seed, "test": {"all": figures, "sites": {}}}
+    result["test"]["sites"] = {
+        s: {m: level + 0.01 * i for m in METRICS} for i, s in enumerate(sites)
+    }
+    if arm == "federated":
+        result["rounds"] = [
+            {"round": 1, "test": {"all": {m: level / 2 for m in METRICS}}},
+            {"round": 2, "test": {"all": figures}},
+        ]
+    return result
+
+
+def synthetic_results() -> dict:
+    levels = {"local-site0": 0.3, "local-site1": 0.35, "federated": 0.5, "centralized": 0.6}
+    results = {"untrained": {0: _result("untrained", 0, 0.2)}}
+    for arm, level in levels.items():
+        results[arm] = {seed: _result(arm, seed, level + 0.02 * seed) for seed in (0, 1)}
+    return results
+
+
+def test_summary_gives_mean_and_spread_and_judges_the_claims():
+    assert spread([1.0, 3.0]) | {"values": None} == {
+        "mean": 2.0,
+        "std": math.sqrt(2.0),
+        "min": 1.0,
+        "max": 3.0,
+        "n": 2,
+        "values": None,
+    }
+    summary = summarize(synthetic_results(), ["site0", "site1"])
+    assert summary["arms"]["federated"]["all"]["f1"]["mean"] == pytest.approx(0.51)
+    assert summary["arms"]["federated"]["sites"]["site1"]["f1"]["mean"] == pytest.approx(0.52)
+    assert [r["round"] for r in summary["federated_rounds"]] == [0, 1, 2]
+    assert summary["federated_rounds"][0]["f1"]["mean"] == 0.2
+    claims = {c["claim"]: c for c in summary["claims"]}
+    assert claims["federated beats local-site1 on site1's own questions (F1)"]["holds"]
+    share = claims["federated reaches >= 90% of the centralized gain (F1)"]
+    assert share["share"] == pytest.approx((0.51 - 0.2) / (0.61 - 0.2))
+    assert not share["holds"]  # 76 %
+
+
+def test_report_writes_json_markdown_and_both_plots(tmp_path):
+    options = ComparisonOptions(seeds=(0, 1), num_sites=2, output_dir=tmp_path)
+    document = write_report(synthetic_results(), options, ["site0", "site1"])
+    saved = json.loads((tmp_path / "comparison.json").read_text())
+    assert saved["summary"]["arms"].keys() == document["summary"]["arms"].keys()
+    assert saved["results"]["federated"]["1"]["seed"] == 1
+    text = (tmp_path / "comparison.md").read_text()
+    assert text == markdown(document, ["federated_rounds.png", "sites_own_questions.png"])
+    for arm in ("untrained", "local-site0", "local-site1", "federated", "centralized"):
+        assert f"| {arm} |" in text
+    assert "| site1 | local-site1 |" in text and "does NOT hold" in text
+    for name in ("federated_rounds.png", "sites_own_questions.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_made_with_other_options_are_not_reused(tmp_path):
+    from fedrag_flower.comparison.run import _load, _result_path, _write_json
+
+    options = ComparisonOptions(output_dir=tmp_path)
+    path = _result_path(tmp_path, "federated", 0)
+    _write_json(path, {"arm": "federated", "identity": options.identity()})
+    assert _load(tmp_path, "federated", 0, options)["arm"] == "federated"
+    other = ComparisonOptions(output_dir=tmp_path, pairs_per_site=5)
+    with pytest.raises(ValueError, match="federated.json was made with other options"):
+        _load(tmp_path, "federated", 0, other)
+    # The seed and the output folder are not part of what a result depends on.
+    same = ComparisonOptions(seeds=(7,), output_dir=tmp_path / "x")
+    assert same.identity() == options.identity()
+
+
+@pytest.mark.slow
+def test_compare_command_runs_every_arm_end_to_end_and_resumes(tmp_path, capsys):
+    """The real packaged models and data, 2 sites, 1 seed, 1 round, 4 pairs and 2 test
+    questions per site: every arm writes its metrics and every output file appears; a
+    second run reuses them all."""
+    from fedrag_flower.cli import main
+
+    argv = [
+        "compare",
+        "--run-config",
+        "num-server-rounds=1 pairs-per-round=4 local-steps=1 batch-size=4 "
+        "lsr-batch-size=4 lsr-top-k=4",
+        "--seeds",
+        "0",
+        "--sites",
+        "2",
+        "--pairs-per-site",
+        "4",
+        "--test-per-site",
+        "2",
+        "--output",
+        str(tmp_path),
+    ]
+    assert main(argv) == 0
+    arms = ["untrained", "local-site0", "local-site1", "federated", "centralized"]
+    for arm in arms:
+        result = json.loads((tmp_path / "runs" / "seed-0" / f"{arm}.json").read_text())
+        assert set(result["test"]["sites"]) == {"site0", "site1"}, arm
+        for scope in [result["test"]["all"], *result["test"]["sites"].values()]:
+            assert all(math.isfinite(scope[m]) for m in METRICS), arm
+        if arm != "untrained":
+            assert len(result["rounds"]) == 1 and result["rounds"][0]["train"]["num-examples"]
+    federated = json.loads((tmp_path / "runs" / "seed-0" / "federated.json").read_text())
+    assert federated["rounds"][0]["test"] == federated["test"]
+    assert [s["site"] for s in federated["rounds"][0]["site_train"]] == ["site0", "site1"]
+    centralized = json.loads((tmp_path / "runs" / "seed-0" / "centralized.json").read_text())
+    assert centralized["train_pairs"] == [8] and centralized["settings"]["pairs_per_round"] == 8
+    assert not list((tmp_path / "runs").rglob("*.partial.pt"))
+    document = json.loads((tmp_path / "comparison.json").read_text())
+    assert set(document["summary"]["arms"]) == set(arms)
+    table = (tmp_path / "comparison.md").read_text()
+    assert all(f"| {arm} |" in table for arm in arms)
+    for name in ("federated_rounds.png", "sites_own_questions.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+    capsys.readouterr()
+
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.json")}
+    assert main(argv) == 0
+    assert capsys.readouterr().out.count("done before") == len(arms)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
