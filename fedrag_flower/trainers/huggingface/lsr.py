@@ -9,13 +9,13 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fedrag_flower.data import as_rows
 from fedrag_flower.losses.lsr import LSRLoss, lm_target_distribution
 from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, target_log_probs
 from fedrag_flower.rag.system import RAGSystem
-from fedrag_flower.trainers.args import TrainingArgs, with_overrides
+from fedrag_flower.trainers.args import TrainingArgs
 from fedrag_flower.trainers.loop import Step, train_loop
 from fedrag_flower.trainers.result import TrainResult
+from fedrag_flower.trainers.trainer import Trainer
 
 
 @dataclass
@@ -99,7 +99,7 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     return LSRTargets(positions_t, embeddings, ll, lm_target_distribution(ll, args.beta), tokens)
 
 
-class HuggingFaceTrainerForLSR:
+class HuggingFaceTrainerForLSR(Trainer):
     """Trains the retriever's query adapter with ``LSRLoss``; generator and chunk
     embeddings stay frozen, so the knowledge store remains valid.
 
@@ -113,16 +113,12 @@ class HuggingFaceTrainerForLSR:
         args: ``LSRTrainingArgs``; keyword arguments override single fields.
     """
 
-    def __init__(
-        self,
-        rag_system: RAGSystem,
-        train_dataset,
-        args: LSRTrainingArgs | None = None,
-        **overrides,
-    ) -> None:
-        self.rag_system = rag_system
-        self.rows = as_rows(train_dataset)
-        self.args = with_overrides(args or LSRTrainingArgs(), overrides)
+    args_class = LSRTrainingArgs
+    rag_system: RAGSystem
+    args: LSRTrainingArgs
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
         self.loss_fn = LSRLoss(self.args.gamma)
         self.targets: LSRTargets | None = None
 

@@ -6,15 +6,15 @@ import random
 import time
 from dataclasses import dataclass
 
-from fedrag_flower.data import as_rows
 from fedrag_flower.losses.ralt import RALTLoss
 from fedrag_flower.losses.scoring import collate
 from fedrag_flower.rag.prompts import IGNORE_INDEX, Example
 from fedrag_flower.rag.system import RAGSystem
-from fedrag_flower.trainers.args import TrainingArgs, with_overrides
+from fedrag_flower.trainers.args import TrainingArgs
 from fedrag_flower.trainers.batching import length_batches
 from fedrag_flower.trainers.loop import Step, train_loop
 from fedrag_flower.trainers.result import TrainResult
+from fedrag_flower.trainers.trainer import Trainer
 
 
 @dataclass
@@ -46,7 +46,7 @@ def ralt_examples(rag_system: RAGSystem, rows: list[dict], top_k: int) -> list[E
     ]
 
 
-class HuggingFaceTrainerForRALT:
+class HuggingFaceTrainerForRALT(Trainer):
     """Trains the generator's LoRA adapter with ``RALTLoss``; everything else stays frozen.
 
     >>> trainer = HuggingFaceTrainerForRALT(rag_system, train_dataset)
@@ -59,17 +59,10 @@ class HuggingFaceTrainerForRALT:
         args: ``RALTTrainingArgs``; keyword arguments override single fields.
     """
 
-    def __init__(
-        self,
-        rag_system: RAGSystem,
-        train_dataset,
-        args: RALTTrainingArgs | None = None,
-        **overrides,
-    ) -> None:
-        self.rag_system = rag_system
-        self.rows = as_rows(train_dataset)
-        self.args = with_overrides(args or RALTTrainingArgs(), overrides)
-        self.loss_fn = RALTLoss()
+    args_class = RALTTrainingArgs
+    rag_system: RAGSystem
+    args: RALTTrainingArgs
+    loss_fn = RALTLoss()
 
     def train(self) -> TrainResult:
         started = time.perf_counter()
