@@ -142,7 +142,7 @@ def main() -> None:
         f"({ralt_tps / bare:.2f}x)"
     )
     if "lsr-examples" in train_metrics:
-        queries = train_metrics["lsr-examples"] / settings.local_epochs
+        queries = train_metrics["num-examples"]  # the round's pairs (LSR passes repeat them)
         print(
             f"LSR: {train_metrics['lsr-seconds'] / queries:.2f} s per query "
             f"({train_metrics['lsr-seconds']:.1f} s for {queries:.0f} queries)"
