@@ -242,14 +242,10 @@ class AdapterStrategy(Strategy):
 
     def _record(self, events: list[SiteEvent]) -> None:
         for event in events:
+            name = self.site_names.get(event.node)
+            site = f"site {name} (node {event.node})" if name else f"site node {event.node}"
             log.warning(
-                "round %d %s: site %s (node %d) %s: %s",
-                event.round,
-                event.stage,
-                self.site_names.get(event.node),
-                event.node,
-                event.kind,
-                event.reason,
+                "round %d %s: %s %s: %s", event.round, event.stage, site, event.kind, event.reason
             )
         self.events += events
 
