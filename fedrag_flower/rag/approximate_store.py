@@ -45,15 +45,7 @@ def probe_queries(embeddings: np.ndarray, n: int = 256, seed: int = 0) -> np.nda
 class _ApproximateFaissStore(BaseKnowledgeStore):
     """Shared part: build the FAISS index, then measure and print its recall@10."""
 
-    def __init__(
-        self,
-        ids: list[str],
-        texts: list[str],
-        embeddings: np.ndarray,
-        titles: list[str | None] | None = None,
-        encoder: str = "",
-    ) -> None:
-        super().__init__(ids, texts, embeddings, titles, encoder)
+    def _build_index(self) -> None:
         self.index = self._make_index(len(self.ids))
         if len(self.ids):
             if not self.index.is_trained:

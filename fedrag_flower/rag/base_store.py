@@ -71,6 +71,11 @@ class BaseKnowledgeStore(ABC):
         self.embeddings = np.ascontiguousarray(embeddings, dtype="float32")
         self.encoder = encoder
         self._position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
+        self._build_index()
+
+    def _build_index(self) -> None:
+        """Index ``self.embeddings`` (called once the chunks are set)."""
+        raise NotImplementedError
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -22,15 +22,7 @@ class KnowledgeStore(BaseKnowledgeStore):
 
     backend = "faiss"
 
-    def __init__(
-        self,
-        ids: list[str],
-        texts: list[str],
-        embeddings: np.ndarray,
-        titles: list[str | None] | None = None,
-        encoder: str = "",
-    ) -> None:
-        super().__init__(ids, texts, embeddings, titles, encoder)
+    def _build_index(self) -> None:
         self.index = faiss.IndexFlatIP(self.embeddings.shape[1])
         if len(self.ids):
             self.index.add(self.embeddings)

@@ -63,6 +63,9 @@ class QdrantKnowledgeStore(BaseKnowledgeStore):
         self.collection = collection or f"fedrag-{self.content_hash()[:16]}"
         self._fill_collection(models)
 
+    def _build_index(self) -> None:
+        """Nothing yet: the collection is filled once the client exists (``__init__``)."""
+
     def content_hash(self) -> str:
         """SHA-256 of the chunk ids and embeddings: names the collection."""
         digest = hashlib.sha256()
