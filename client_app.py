@@ -5,7 +5,7 @@ from flwr.clientapp import ClientApp
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
 from fedrag_flower.federation.faults import raise_if_fault_injected
-from fedrag_flower.federation.node import apply_compute_threads, site_record
+from fedrag_flower.federation.node import apply_compute_threads, site_record, site_settings
 from fedrag_flower.federation.privacy import site_clipping_mod
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import (
@@ -30,7 +30,10 @@ def _site(context: Context, settings: FederationSettings):
 
 def _prepare(msg: Message, context: Context):
     apply_compute_threads(context.node_config)  # before any model runs in this process
-    settings = FederationSettings.from_run_config(context.run_config)
+    # The run's settings, with this site's own store server if its node config names one.
+    settings = site_settings(
+        context.node_config, FederationSettings.from_run_config(context.run_config)
+    )
     site = _site(context, settings)
     rag_system = site_rag_system(site, settings)
     rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
