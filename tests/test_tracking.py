@@ -176,6 +176,16 @@ def test_each_round_is_in_the_trackers_files_when_the_round_ends(tiny_rag, tmp_p
         (mlrun,) = client.search_runs([client.get_experiment_by_name("fedrag-flower")
                                        .experiment_id])  # fmt: skip
         assert mlrun.info.status == "FINISHED" and mlrun.info.run_name == runfolder.folder.name
+        assert mlrun.data.params["tracking"] == "mlflow"  # the settings, as parameters
+        assert mlrun.data.params["num_server_rounds"] == "2"
+    else:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+        events = EventAccumulator(str(runfolder.folder / "tensorboard"))
+        events.Reload()
+        (text,) = events.Tensors("run/settings/text_summary")
+        table = text.tensor_proto.string_val[0].decode()
+        assert "| num_server_rounds | 2 |" in table and "| tracking | tensorboard |" in table
 
 
 @pytest.mark.parametrize("tracking", ["tensorboard", "mlflow"])

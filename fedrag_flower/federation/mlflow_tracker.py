@@ -57,6 +57,14 @@ class MLflowTracker(Tracker):
             name = self.folder.parent.name
             self.run_id = self.client.create_run(experiment_id, run_name=name).info.run_id
 
+    def log_settings(self, settings: dict) -> None:
+        """The settings as the MLflow run's parameters (compare runs by them)."""
+        from mlflow.entities import Param
+
+        params = [Param(key, str(value)) for key, value in settings.items()]
+        for start in range(0, len(params), 100):  # MLflow's limit per batch
+            self.client.log_batch(self.run_id, params=params[start : start + 100])
+
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         from mlflow.entities import Metric
 

@@ -94,6 +94,8 @@ class RunFolder:
         np.random.seed(settings.seed)  # Flower's DP noise draws from numpy's global generator
         run.save_checkpoint(0)
         run.tracker = make_tracker(settings.tracking, folder)
+        if run.tracker is not None:
+            run.tracker.log_settings(asdict(settings))
         return run
 
     @classmethod
@@ -144,6 +146,8 @@ class RunFolder:
         # The same tracker log continues; rounds it missed are logged from the history.
         run.tracker = make_tracker(settings.tracking, folder, first_round=run.next_round)
         if run.tracker is not None:
+            if not run.tracker.logged_rounds():  # tracking switched on now: a new log
+                run.tracker.log_settings(asdict(settings))
             run.tracker.catch_up(run.history)
         return run
 

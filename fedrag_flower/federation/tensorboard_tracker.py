@@ -30,6 +30,12 @@ class TensorBoardTracker(Tracker):
         self.writer = SummaryWriter(log_dir=str(self.log_dir), purge_step=purge_step)
         self.writer.flush()  # the purge marker precedes anything read or written next
 
+    def log_settings(self, settings: dict) -> None:
+        """The settings as a two-column table under TensorBoard's Text tab (``run/settings``)."""
+        rows = "\n".join(f"| {key} | {value} |" for key, value in settings.items())
+        self.writer.add_text("run/settings", "| setting | value |\n|---|---|\n" + rows, 0)
+        self.writer.flush()
+
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, step)

@@ -65,8 +65,12 @@ def round_scalars(entry: dict) -> dict[str, float]:
 
 
 class Tracker:
-    """A tracker: ``log_scalars`` writes one step and flushes; ``logged_rounds`` reads back
-    the rounds already written (for resume); ``close`` ends the run."""
+    """A tracker: ``log_settings`` records the run's settings once, ``log_scalars`` writes
+    one step and flushes; ``logged_rounds`` reads back the rounds already written (for
+    resume); ``close`` ends the run."""
+
+    def log_settings(self, settings: dict) -> None:
+        raise NotImplementedError
 
     def log_scalars(self, step: int, scalars: dict[str, float]) -> None:
         raise NotImplementedError
