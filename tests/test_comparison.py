@@ -249,3 +249,32 @@ def test_compare_command_runs_every_arm_end_to_end_and_resumes(tmp_path, capsys)
     assert main(argv) == 0
     assert capsys.readouterr().out.count("done before") == len(arms)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_strategy_table_gathers_each_folders_federated_arm_with_its_epsilon(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "strategy_table.py"
+    spec = importlib.util.spec_from_file_location("strategy_table", path)
+    strategy_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strategy_table)
+
+    files = []
+    for name, extra in (("fedavg", {}), ("dp", {"epsilon": 2.5, "delta": 1e-5, "releases": 2})):
+        results = {arm: synthetic_results()[arm] for arm in ("untrained", "federated")}
+        for result in results["federated"].values():
+            result |= {"aggregation": name, "seconds": 10.0}
+            if extra:
+                result["privacy"] = extra
+        options = ComparisonOptions(seeds=(0, 1), num_sites=2, output_dir=tmp_path / name)
+        write_report(results, options, ["site0", "site1"])
+        files.append(tmp_path / name / "comparison.json")
+    lines = strategy_table.markdown(files).splitlines()
+    assert lines[0].startswith("| system | F1 | EM | recall@1 | recall@3 | NLL/token | epsilon")
+    assert lines[2].startswith("| untrained | 0.200 |")
+    assert lines[3].startswith("| federated: fedavg | 0.510 ± 0.014 |")
+    assert lines[3].endswith("|  | 10 |")
+    assert lines[4].startswith("| federated: dp |")
+    assert "| 2.50, 2.50 (delta 1e-05) | 10 |" in lines[4]
+    assert lines[-1].startswith("Same budget for every row: `num-server-rounds=2")
