@@ -198,9 +198,10 @@ def train_arm(
 
     Returns the final adapter tensors and one entry per round: ``round``, aggregated
     ``train`` metrics (with the round's total ``num-examples``), each site's
-    ``site_train`` reply summary (site, node, bytes, metrics), ``updates`` (each site's
-    update norm as trained and as sent), ``privacy`` under DP (epsilon spent so far), and
-    ``test`` (what ``after_round`` returns for the round's adapters, if given). After each
+    ``site_train`` reply summary (site, bytes, metrics), ``updates`` (each site's update
+    norm as trained and as sent), ``global_update`` (the round's step of the global
+    adapters), ``failures`` (sites that raised), ``privacy`` under DP (epsilon spent so
+    far), and ``test`` (what ``after_round`` returns for the round's adapters, if given). After each
     round the adapters, history and the strategy's state (FedOpt moments, DP accountant)
     are saved to ``checkpoint``; a later call resumes after the last saved round (each
     round seeds torch and numpy from the seed and round, so a resumed run draws the same
