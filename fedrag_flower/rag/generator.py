@@ -25,49 +25,12 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-class Bf16Shadows:
-    """bf16 copies of a model's frozen linear weights, put in place for autocast passes.
-
-    Under bf16 autocast a linear layer casts its fp32 weight to bf16 on every call (the
-    autocast cache keeps only weights that require grad); with the bf16 copy in place the
-    products are the same and the casts are gone (a bare RALT step: ~10-20 % faster on 2
-    cores). The fp32 weights stay the model's own: decoding a few tokens at a time is
-    faster with fp32 matrix-vector products on CPU, and the adapter merges into them.
-    A tied output projection gets its own copy; the input embeddings are untouched.
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        self.layers = []
-        for name, module in model.named_modules():
-            if isinstance(module, torch.nn.Linear) and "lora_" not in name:
-                masters = {k: getattr(module, k) for k in ("weight", "bias")}
-                shadows = {
-                    k: torch.nn.Parameter(v.detach().to(torch.bfloat16), requires_grad=False)
-                    for k, v in masters.items()
-                    if v is not None
-                }
-                self.layers.append((module, masters, shadows))
-
-    @contextlib.contextmanager
-    def in_place(self):
-        for module, _, shadows in self.layers:
-            for key, shadow in shadows.items():
-                setattr(module, key, shadow)
-        try:
-            yield
-        finally:
-            for module, masters, shadows in self.layers:
-                for key in shadows:
-                    setattr(module, key, masters[key])
-
-
 class Generator:
     """A causal LM (any hub id or local path) wrapped with a LoRA adapter; base frozen.
 
     Weights stay fp32 (the adapter's optimizer state needs it); ``autocast()`` runs the
     matrix products in bf16 where the hardware has it (``bf16=None`` decides by CPU flags,
-    or always on CUDA), with bf16 copies of the frozen linear weights in place
-    (:class:`Bf16Shadows`).
+    or always on CUDA).
 
     Args:
         model_name_or_path: hub id, local folder, or ``PACKAGED_GENERATOR``.
@@ -97,18 +60,13 @@ class Generator:
         if bf16 is None:
             bf16 = device.startswith("cuda") or cpu_supports_bf16()
         self.bf16 = bf16
-        self._shadows = Bf16Shadows(self.model) if bf16 else None
 
-    @contextlib.contextmanager
     def autocast(self):
-        """The training and scoring precision: bf16 autocast with the frozen weights'
-        bf16 copies in place, or plain fp32 where bf16 is off."""
+        """The training and scoring precision: bf16 autocast, or fp32 where bf16 is off."""
         if not self.bf16:
-            yield
-            return
+            return contextlib.nullcontext()
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        with torch.autocast(device_type, dtype=torch.bfloat16), self._shadows.in_place():
-            yield
+        return torch.autocast(device_type, dtype=torch.bfloat16)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
