@@ -151,6 +151,8 @@ def test_a_site_that_left_is_told_from_one_that_timed_out_and_both_are_named():
     assert failures[(14, "train")]["kind"] == "timeout"
     assert failures[(14, "train")]["site"] == "hospital-d"
     # The SuperLink's reply is summarised under the node it answers for.
+    gone = next(s for s in reports[0].site_train if s["node"] == 13)
+    assert gone["site"] == "hospital-c" and "error" in gone
     assert sorted(s["node"] for s in reports[0].site_train) == [11, 12, 13]
 
 

@@ -21,7 +21,13 @@ DP wrapper, ...) the way Flower's own DP wrappers do, and adds, per round:
   (so every Flower strategy sees whole models, and a site's update there is exactly 0),
   and the aggregate's untrained side is then replaced by the global tensors, bit for bit;
 - **min-sites**: fewer than ``min_sites`` accepted training replies raises
-  ``TooFewSitesError`` before anything is aggregated or saved.
+  ``TooFewSitesError`` before anything is aggregated or saved;
+- **a fixed order**: the wrapped strategy gets the accepted replies sorted by site name,
+  then node id, not in the order they arrived. Float addition is not associative, so
+  FedAvg's ``sum_i n_i theta_i`` in arrival order can differ in the last bits between two
+  runs of the same sites; sorted, the same replies always give the same aggregate (and a
+  resumed run the same final adapters as an uninterrupted one). Names first: node ids are
+  drawn anew each time a SuperNode (or simulation) starts, site names are not.
 """
 
 from __future__ import annotations
@@ -146,6 +152,7 @@ class AdapterStrategy(Strategy):
         events = self._record(events + rejected)
         if len(accepted) < self.min_sites:
             raise TooFewSitesError(server_round, len(accepted), self.min_sites, events)
+        accepted.sort(key=_reply_order)  # before completion: it drops the site's record
         for message in accepted:
             message.content = self._completed(message.content)
         arrays, metrics = self.strategy.aggregate_train(server_round, accepted)
@@ -286,6 +293,8 @@ class AdapterStrategy(Strategy):
         for summary in summaries:
             if summary.get("site"):
                 self.site_names[summary["node"]] = summary["site"]
+            elif self._site_name(summary["node"]):  # an error reply: its registered name
+                summary["site"] = self._site_name(summary["node"])
             if "metrics" in summary:
                 log.info(
                     "round %d: site %s (node %d): %s",
@@ -322,6 +331,12 @@ def reply_summary(message: Message, node: int | None = None) -> dict:
         "bytes": sum(r.count_bytes() for r in content.array_records.values()),
         "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
     }
+
+
+def _reply_order(message: Message) -> tuple[bool, str, int]:
+    """Sort key of an accepted reply: named sites by name first, then by node id."""
+    name = reply_site_name(message.content)
+    return (name is None, name or "", message.metadata.src_node_id)
 
 
 def _as_dtype(value: Array, like: Array) -> Array:
