@@ -17,7 +17,7 @@ import torch
 from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
-from fedrag_flower.federation.node import site_name
+from fedrag_flower.federation.node import data_limits, site_name
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
@@ -51,7 +51,8 @@ def simulation_site(partition_id: int, num_partitions: int, settings: Federation
 def deployment_site(node_config: dict) -> Site:
     """A real site: its files named in the SuperNode's ``--node-config``
     (``corpus-path``, ``train-path``, optional ``test-path``, ``data-dir``), named by its
-    ``site-name`` (default: the ``data-dir`` folder's name)."""
+    ``site-name`` (default: the ``data-dir`` folder's name), loaded under the size limits
+    ``max-file-mb`` and ``max-chunk-chars`` it sets (:func:`~.node.data_limits`)."""
     missing = [k for k in ("corpus-path", "train-path", "data-dir") if k not in node_config]
     if missing:
         raise ValueError(
@@ -59,7 +60,10 @@ def deployment_site(node_config: dict) -> Site:
             "--node-config \"corpus-path='...' train-path='...' test-path='...' data-dir='...'\""
         )
     data = load_site_data(
-        node_config["corpus-path"], node_config["train-path"], node_config.get("test-path")
+        node_config["corpus-path"],
+        node_config["train-path"],
+        node_config.get("test-path"),
+        limits=data_limits(node_config),
     )
     data_dir = Path(str(node_config["data-dir"]))
     return Site(site_name(node_config, data_dir.name), data, data_dir / "knowledge_store")
