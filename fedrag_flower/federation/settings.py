@@ -46,6 +46,8 @@ class FederationSettings:
         batch_size: RALT sequences per step; lsr_batch_size: LSR queries per step.
         lora_r / lora_alpha / lora_dropout: generator LoRA; retriever_lora_r/alpha: the
             query adapter's.
+        lora_targets: the generator's adapted layers, comma-separated names ("": the
+            attention projections q/k/v/o of Llama-style models).
         top_k: chunks per query (RALT examples per pair); lsr_top_k: LSR candidates.
         lsr_gamma / lsr_beta: retrieval and LM temperatures of LSR.
         max_length: longest prompt + response in tokens.
@@ -109,6 +111,7 @@ class FederationSettings:
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
+    lora_targets: str = ""
     retriever_lora_r: int = 8
     retriever_lora_alpha: int = 16
     top_k: int = 3
@@ -240,7 +243,10 @@ class FederationSettings:
         return "lsr" in self.mode.split("+")
 
     def generator_lora(self) -> LoraSettings:
-        return LoraSettings(self.lora_r, self.lora_alpha, self.lora_dropout, seed=self.seed)
+        targets = [name.strip() for name in self.lora_targets.split(",") if name.strip()]
+        return LoraSettings(
+            self.lora_r, self.lora_alpha, self.lora_dropout, targets, seed=self.seed
+        )
 
     def retriever_lora(self) -> LoraSettings:
         return LoraSettings(self.retriever_lora_r, self.retriever_lora_alpha, 0.0, seed=self.seed)
