@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,17 +129,33 @@ def train_site(
     pairs = round_pairs(site.data.train, settings, server_round)
     metrics: dict[str, float] = {"num-examples": float(len(pairs))}
     state: dict[str, torch.Tensor] = {}
-    if settings.trains_generator:
-        result = HuggingFaceTrainerForRALT(rag_system, pairs, settings.ralt_args(server_round))
-        metrics |= {f"ralt-{k}": v for k, v in result.train().metrics().items()}
-        state |= {f"generator.{k}": v for k, v in rag_system.generator.adapter_state_dict().items()}
-    if settings.trains_retriever:
-        result = HuggingFaceTrainerForLSR(rag_system, pairs, settings.lsr_args(server_round))
-        metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
-        state |= {f"retriever.{k}": v for k, v in rag_system.retriever.adapter_state_dict().items()}
+    with torch.random.fork_rng(devices=[]):  # dropout masks: see round_seed
+        torch.manual_seed(round_seed(settings, site, server_round))
+        if settings.trains_generator:
+            result = HuggingFaceTrainerForRALT(rag_system, pairs, settings.ralt_args(server_round))
+            metrics |= {f"ralt-{k}": v for k, v in result.train().metrics().items()}
+            adapter = rag_system.generator.adapter_state_dict()
+            state |= {f"generator.{k}": v for k, v in adapter.items()}
+        if settings.trains_retriever:
+            result = HuggingFaceTrainerForLSR(rag_system, pairs, settings.lsr_args(server_round))
+            metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
+            adapter = rag_system.retriever.adapter_state_dict()
+            state |= {f"retriever.{k}": v for k, v in adapter.items()}
     metrics["train-seconds"] = time.perf_counter() - start
     metrics["peak-memory-gb"] = peak_memory_gb()
     return state, metrics
+
+
+def round_seed(settings: FederationSettings, site: Site, server_round: int) -> int:
+    """The seed of torch's generator for one site's round: a function of the run's seed,
+    the site's name and the round only.
+
+    Training runs the base models in train mode, and their dropout (MiniLM's is 0.1) draws
+    from torch's global generator, whose state otherwise depends on whatever ran before
+    in the process (other sites, earlier rounds): two runs of the same sites, or a resumed
+    run, then end with different retriever adapters. Seeded here, they end the same.
+    """
+    return zlib.crc32(f"{settings.seed}:{site.name}:{server_round}".encode())
 
 
 def evaluate_site(
