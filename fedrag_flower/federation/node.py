@@ -15,20 +15,27 @@ be.
   site's files are loaded under (:class:`fedrag_flower.data.DataLimits`; defaults 1 GiB per
   file and 50,000 characters per chunk, query or response), the same limits as
   ``fedrag-flower check-data --max-file-mb / --max-chunk-chars``.
+- ``store-url`` (text): the site's own Qdrant server. When a run sets
+  ``store-backend = "qdrant"``, the site keeps its index there (it overrides the run
+  config's ``store-url``: each hospital knows where its server is, the coordinator does
+  not); with any other backend it is ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
 from fedrag_flower.data import DataLimits
+from fedrag_flower.federation.settings import FederationSettings
 
 SITE_NAME_KEY = "site-name"
 THREADS_KEY = "threads"
 MAX_FILE_MB_KEY = "max-file-mb"
 MAX_CHUNK_CHARS_KEY = "max-chunk-chars"
+STORE_URL_KEY = "store-url"
 # The reply's ConfigRecord that names the site.
 SITE_RECORD = "site"
 
@@ -94,6 +101,15 @@ def apply_compute_threads(node_config: Mapping) -> int:
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def site_settings(node_config: Mapping, settings: FederationSettings) -> FederationSettings:
+    """The run's settings as this site applies them: with ``store-backend = "qdrant"``, the
+    node config's ``store-url`` (the site's own server) replaces the run config's."""
+    url = str(node_config.get(STORE_URL_KEY, "")).strip()
+    if url and settings.store_backend == "qdrant":
+        return replace(settings, store_url=url)
+    return settings
 
 
 def site_record(name: str):
