@@ -18,7 +18,6 @@ from fedrag_flower.losses.scoring import (
     collate,
     full_logits_target_log_probs,
     sequence_log_likelihoods,
-    shared_prefix_length,
     target_log_probs,
 )
 from fedrag_flower.rag.prompts import IGNORE_INDEX, Example, PromptBuilder
@@ -90,57 +89,6 @@ def test_fast_path_gradients_equal_full_logits_path(tiny_lm):
     full_grads = torch.autograd.grad(full, params)
     for a, b in zip(fast_grads, full_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-
-
-def prefixed_batch(prefix=15, prompt_lengths=(6, 2, 11), target_lengths=(9, 4, 12), seed=1):
-    """Like ``random_batch`` but every row starts with the same ``prefix`` tokens (a system
-    prompt), rows of different lengths (padding)."""
-    generator = torch.Generator().manual_seed(seed)
-    head = torch.randint(3, 103, (prefix,), generator=generator).tolist()
-    examples = []
-    for n_prompt, n_target in zip(prompt_lengths, target_lengths):
-        ids = head + torch.randint(3, 103, (n_prompt + n_target,), generator=generator).tolist()
-        labels = [IGNORE_INDEX] * (prefix + n_prompt) + ids[prefix + n_prompt :]
-        examples.append(Example(ids, labels))
-    return collate(examples, pad_token_id=1)
-
-
-def test_shared_prefix_length_stops_before_the_first_target_token():
-    batch = prefixed_batch(prefix=15, prompt_lengths=(6, 2, 11))
-    assert shared_prefix_length(batch["input_ids"], batch["labels"]) == 15
-    # the shortest prompt (15 + 0) ends where the prefix does: stop one token earlier
-    batch = prefixed_batch(prefix=15, prompt_lengths=(6, 0, 11))
-    assert shared_prefix_length(batch["input_ids"], batch["labels"]) == 14
-    short = prefixed_batch(prefix=5)
-    assert shared_prefix_length(short["input_ids"], short["labels"]) == 0  # not worth it
-    one_row = {k: v[:1] for k, v in batch.items()}
-    assert shared_prefix_length(one_row["input_ids"], one_row["labels"]) == 0
-
-
-def test_shared_prefix_path_equals_the_plain_path_values_and_gradients(tiny_lm):
-    batch = prefixed_batch()
-    params = [p for p in tiny_lm.parameters() if p.requires_grad]
-    with torch.no_grad():  # a non-zero adapter, so the prefix's keys depend on it
-        for p in params:
-            p.add_(0.05 * torch.randn_like(p))
-    shared, shared_rows = target_log_probs(tiny_lm, **batch, share_prefix=True)
-    plain, plain_rows = target_log_probs(tiny_lm, **batch, share_prefix=False)
-    torch.testing.assert_close(shared, plain, rtol=1e-5, atol=1e-5)
-    assert shared_rows.tolist() == plain_rows.tolist()
-    shared_grads = torch.autograd.grad(-shared.mean(), params)
-    plain_grads = torch.autograd.grad(-plain.mean(), params)
-    for a, b in zip(shared_grads, plain_grads):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert any(g.abs().sum() > 0 for g in shared_grads)
-
-
-def test_shared_prefix_path_matches_the_plain_path_under_bf16_autocast(tiny_lm):
-    batch = prefixed_batch()
-    with torch.no_grad():
-        reference = -target_log_probs(tiny_lm, **batch, share_prefix=False)[0].mean()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            shared = -target_log_probs(tiny_lm, **batch, share_prefix=True)[0].mean()
-    assert shared.item() == pytest.approx(reference.item(), rel=1e-2)
 
 
 # ----------------------------------------------------------------- RALT
