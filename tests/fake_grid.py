@@ -4,17 +4,21 @@ strategies and guard run for real, with replies a test controls exactly."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from uuid import uuid4
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
-# A site: (incoming content, message type, server round) -> reply content, an Error, or None
-# (no reply: timed out or gone).
-Site = Callable[[RecordDict, str, int], "RecordDict | Error | None"]
+# A site: (incoming content, message type, server round) -> reply content, an Error,
+# NODE_GONE (the SuperLink answers for it: node unavailable) or None (no reply in time).
+Site = Callable[[RecordDict, str, int], "RecordDict | Error | str | None"]
+NODE_GONE = "node gone"
 
 
 class FakeGrid:
-    def __init__(self, sites: dict[int, Site]):
+    """``names``: node id -> the name the node was registered under (``get_nodes``)."""
+
+    def __init__(self, sites: dict[int, Site], names: dict[int, str] | None = None):
         from flwr.supercore.task_identity import TaskIdentity
 
         # What a ServerApp process has set before its main() runs; Messages need it.
@@ -22,19 +26,35 @@ class FakeGrid:
             if getattr(TaskIdentity, f"_{name}") is None:
                 setattr(TaskIdentity, name, 1)
         self.sites = sites
+        self.names = names or {}
         self.sent: list[Message] = []
 
     def get_node_ids(self):
         return list(self.sites)
 
+    def get_nodes(self):
+        from flwr.proto.node_pb2 import NodeInfo
+
+        return [NodeInfo(node_id=n, name=self.names.get(n, "")) for n in self.sites]
+
     def send_and_receive(self, messages, timeout=None):
+        from flwr.server.superlink.linkstate.utils import (
+            create_message_error_unavailable_res_message,
+        )
+
         replies = []
         for message in messages:
+            # As Flower's grids do when they push a message: it gets its id in place.
+            message.metadata.__dict__["_message_id"] = str(uuid4())
             self.sent.append(message)
             site = self.sites[message.metadata.dst_node_id]
             server_round = int(message.content["config"]["server-round"])
             out = site(message.content, message.metadata.message_type, server_round)
-            if out is not None:
+            if out is NODE_GONE:  # the reply the SuperLink itself writes, as Flower does
+                replies.append(
+                    create_message_error_unavailable_res_message(message.metadata, "node_unavail")
+                )
+            elif out is not None:
                 replies.append(Message(out, reply_to=message))
         return replies
 

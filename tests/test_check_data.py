@@ -146,7 +146,8 @@ BAD_INPUTS = [
         None,
         [],
         "corpus.jsonl, line 1, field 'text': 60,000 characters, over the limit of 50,000 per "
-        "chunk (DataLimits.max_chunk_chars; `check-data --max-chunk-chars`)",
+        "chunk (DataLimits.max_chunk_chars; node config `max-chunk-chars`; "
+        "`check-data --max-chunk-chars`)",
     ),
     (
         "oversize file",

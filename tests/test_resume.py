@@ -119,7 +119,7 @@ def test_too_few_sites_stops_with_a_clear_error_and_the_last_checkpoint_loads(ti
     report = json.loads((folder.folder / "metrics.json").read_text())
     assert report["stops"][0]["round"] == 2
     assert report["stops"][0]["failures"][0]["node"] == 2
-    assert report["stops"][0]["failures"][0]["kind"] == "no-reply"
+    assert report["stops"][0]["failures"][0]["kind"] == "timeout"
     assert report["stops"][0]["last_checkpoint"].endswith("round-001")
     rounds = sorted(p.name for p in (folder.folder / "rounds").iterdir())
     assert rounds == ["round-000", "round-001"]

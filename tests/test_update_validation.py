@@ -10,7 +10,7 @@ from flwr.serverapp.strategy import FedAvg
 from fedrag_flower.federation.adapter_strategy import AdapterStrategy, TooFewSitesError
 from fedrag_flower.federation.rounds import run_rounds
 from fedrag_flower.federation.update_checks import check_updates
-from tests.fake_grid import FakeGrid, arrays_of, record_of, training_site
+from tests.fake_grid import NODE_GONE, FakeGrid, arrays_of, record_of, training_site
 
 GLOBAL = {
     "generator.a": np.array([1.0, 2.0, 3.0], np.float32),
@@ -122,9 +122,38 @@ def test_a_failing_or_silent_site_is_recorded_and_the_round_goes_on_with_the_res
         by_node = {(f["node"], f["stage"]): f for f in report.failures}
         assert by_node[(3, "train")]["kind"] == "error"
         assert "ran out of memory" in by_node[(3, "train")]["reason"]
-        assert by_node[(4, "train")]["kind"] == "no-reply"
-        assert by_node[(4, "evaluate")]["kind"] == "no-reply"
+        assert by_node[(4, "train")]["kind"] == "timeout"
+        assert by_node[(4, "evaluate")]["kind"] == "timeout"
         assert report.evaluate["nll"] == 1.0  # the two sites that answered
+
+
+def test_a_site_that_left_is_told_from_one_that_timed_out_and_both_are_named():
+    """The SuperLink answers for a node that stopped heartbeating (NODE_UNAVAILABLE, sent
+    from the SuperLink's own node id): it is recorded as ``left`` for that node, not as an
+    error of node 1 plus a timeout; a silent node is a ``timeout``. Sites that never
+    replied are named by their registration name."""
+    sites = {
+        11: training_site(honest(0.1), 1.0, ("generator.",)),
+        12: training_site(honest(0.3), 1.0, ("generator.",)),
+        13: lambda content, kind, rnd: NODE_GONE,
+        14: lambda content, kind, rnd: None,
+    }
+    names = {11: "hospital-a", 13: "hospital-c", 14: "hospital-d"}
+    strategy = AdapterStrategy(FedAvg(min_available_nodes=4), ("generator.",), min_sites=2)
+    reports = []
+    run_rounds(strategy, FakeGrid(sites, names), record_of(GLOBAL), num_rounds=1,
+               hooks=[lambda report, arrays: reports.append(report)])  # fmt: skip
+    failures = {(f["node"], f["stage"]): f for f in reports[0].failures}
+    assert set(failures) == {(13, "train"), (13, "evaluate"), (14, "train"), (14, "evaluate")}
+    assert failures[(13, "train")]["kind"] == "left"
+    assert "heartbeat" in failures[(13, "train")]["reason"]
+    assert failures[(13, "train")]["site"] == "hospital-c"
+    assert failures[(14, "train")]["kind"] == "timeout"
+    assert failures[(14, "train")]["site"] == "hospital-d"
+    # The SuperLink's reply is summarised under the node it answers for.
+    gone = next(s for s in reports[0].site_train if s["node"] == 13)
+    assert gone["site"] == "hospital-c" and "error" in gone
+    assert sorted(s["node"] for s in reports[0].site_train) == [11, 12, 13]
 
 
 def test_fewer_usable_replies_than_min_sites_stops_the_run_with_the_reasons():

@@ -166,7 +166,8 @@ def _check_sizes(path: Path, record: Record, row: dict, kind: FileKind, limits: 
             raise located_error(
                 path,
                 f"{len(row[name]):,} characters, over the limit of {limits.max_chunk_chars:,} "
-                "per chunk (DataLimits.max_chunk_chars; `check-data --max-chunk-chars`). "
+                "per chunk (DataLimits.max_chunk_chars; node config `max-chunk-chars`; "
+                "`check-data --max-chunk-chars`). "
                 "Split the text into smaller chunks, or raise the limit if it is meant.",
                 row=record.row,
                 field=name,

@@ -96,8 +96,9 @@ def _checked_path(path: PathLike, max_file_bytes: int) -> tuple[Path, str]:
     if size > max_file_bytes:
         raise DataError(
             f"{path}: the file is {size_text(size)}, over the limit of "
-            f"{size_text(max_file_bytes)} per file (DataLimits.max_file_bytes; "
-            "`check-data --max-file-mb`). Split it, or raise the limit if it is meant.",
+            f"{size_text(max_file_bytes)} per file (DataLimits.max_file_bytes; node config "
+            "`max-file-mb`; `check-data --max-file-mb`). Split it, or raise the limit if it "
+            "is meant.",
             file=path,
         )
     return path, FORMATS[suffix]

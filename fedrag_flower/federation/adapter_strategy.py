@@ -4,10 +4,16 @@ updates, keeps the untrained side, and stops a round that has too few usable rep
 ``AdapterStrategy`` wraps a Flower 1.42 Message-API strategy (FedAvg, FedAdam, Krum, a
 DP wrapper, ...) the way Flower's own DP wrappers do, and adds, per round:
 
-- **site records**: every sampled site that answered with an error, did not answer within
-  the round's timeout (or left), or sent an update that ``update_checks`` rejected, as
-  ``{"round", "stage", "node", "kind", "reason"}`` (``kind``: ``error`` | ``no-reply`` |
-  ``rejected``), in ``events`` and in the log;
+- **site records**: every sampled site that answered with an error, left, did not answer
+  within the round's timeout, or sent an update that ``update_checks`` rejected, as
+  ``{"round", "stage", "node", "site", "kind", "reason"}`` in ``events`` and in the log.
+  ``kind``: ``error`` (the site's ClientApp raised or crashed), ``left`` (the SuperLink
+  reports the node unavailable: it stopped sending heartbeats, i.e. its SuperNode
+  stopped or lost its connection), ``timeout`` (no reply within ``round-timeout`` while
+  the SuperLink still counted the node as connected: a slow site, or one that left less
+  than Flower's heartbeat patience, 2 x 30 s, before the deadline), ``rejected``.
+  ``site`` is the name the site's replies carry (node config ``site-name``), else the
+  name its node was registered under (``flwr supernode register --name``), else null;
 - **validation** of each training reply (keys, shapes, dtypes, NaN/Inf, norm; see
   ``update_checks``) before the wrapped strategy sees it;
 - **the one-side-trained rule**: a round that trains only one side (RALT: ``generator.*``,
@@ -15,7 +21,13 @@ DP wrapper, ...) the way Flower's own DP wrappers do, and adds, per round:
   (so every Flower strategy sees whole models, and a site's update there is exactly 0),
   and the aggregate's untrained side is then replaced by the global tensors, bit for bit;
 - **min-sites**: fewer than ``min_sites`` accepted training replies raises
-  ``TooFewSitesError`` before anything is aggregated or saved.
+  ``TooFewSitesError`` before anything is aggregated or saved;
+- **a fixed order**: the wrapped strategy gets the accepted replies sorted by site name,
+  then node id, not in the order they arrived. Float addition is not associative, so
+  FedAvg's ``sum_i n_i theta_i`` in arrival order can differ in the last bits between two
+  runs of the same sites; sorted, the same replies always give the same aggregate (and a
+  resumed run the same final adapters as an uninterrupted one). Names first: node ids are
+  drawn anew each time a SuperNode (or simulation) starts, site names are not.
 """
 
 from __future__ import annotations
@@ -24,10 +36,11 @@ import logging
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
@@ -47,8 +60,9 @@ class SiteEvent:
     round: int
     stage: str  # "train" or "evaluate"
     node: int
-    kind: str  # "error", "no-reply" or "rejected"
+    kind: str  # "error", "left", "timeout" or "rejected"
     reason: str
+    site: str | None = None  # the site's name, where known
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,7 +74,10 @@ class TooFewSitesError(RuntimeError):
     def __init__(self, server_round: int, accepted: int, min_sites: int, events: list[SiteEvent]):
         self.server_round, self.accepted, self.min_sites = server_round, accepted, min_sites
         self.events = events
-        lines = "; ".join(f"node {e.node}: {e.kind}: {e.reason}" for e in events) or "none"
+        lines = (
+            "; ".join(f"{e.site or 'site'} (node {e.node}): {e.kind}: {e.reason}" for e in events)
+            or "none"
+        )
         super().__init__(
             f"round {server_round}: only {accepted} site(s) sent a usable update, fewer than "
             f"min-sites={min_sites}; the run stops here. Site problems this round: {lines}"
@@ -98,8 +115,9 @@ class AdapterStrategy(Strategy):
         self.site_train: dict[int, list[dict]] = {}
         self.site_evaluate: dict[int, list[dict]] = {}
         self.site_names: dict[int, str] = {}  # node id -> the name its node config gives
+        self.registered_names: dict[int, str] = {}  # node id -> its registration name
         self._global: ArrayRecord | None = None
-        self._sent: dict[tuple[str, int], list[int]] = {}
+        self._sent: dict[tuple[str, int], list[Message]] = {}
 
     # -- Flower's Strategy interface -------------------------------------------------------
 
@@ -116,22 +134,25 @@ class AdapterStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         self._global = arrays
+        self._learn_registered_names(grid)
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
-        self._sent[("train", server_round)] = [m.metadata.dst_node_id for m in messages]
+        # The Message objects themselves: the Grid gives them their ids when it sends them,
+        # and a reply the SuperLink writes for a vanished node is known only by that id.
+        self._sent[("train", server_round)] = messages
         return messages
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
-        self.site_train[server_round] = self._summaries(server_round, replies)
+        self.site_train[server_round] = self._summaries("train", server_round, replies)
         events = self._failures("train", server_round, replies)
         answered = [m for m in replies if not m.has_error()]
         accepted, rejected = self._validated(server_round, answered)
-        events += rejected
-        self._record(events)
+        events = self._record(events + rejected)
         if len(accepted) < self.min_sites:
             raise TooFewSitesError(server_round, len(accepted), self.min_sites, events)
+        accepted.sort(key=_reply_order)  # before completion: it drops the site's record
         for message in accepted:
             message.content = self._completed(message.content)
         arrays, metrics = self.strategy.aggregate_train(server_round, accepted)
@@ -147,14 +168,14 @@ class AdapterStrategy(Strategy):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         messages = list(self.strategy.configure_evaluate(server_round, arrays, config, grid))
-        self._sent[("evaluate", server_round)] = [m.metadata.dst_node_id for m in messages]
+        self._sent[("evaluate", server_round)] = messages
         return messages
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         replies = list(replies)
-        self.site_evaluate[server_round] = self._summaries(server_round, replies)
+        self.site_evaluate[server_round] = self._summaries("evaluate", server_round, replies)
         self._record(self._failures("evaluate", server_round, replies))
         answered = [m for m in replies if not m.has_error()]
         if not answered:
@@ -170,24 +191,65 @@ class AdapterStrategy(Strategy):
         return [k for k in self._global.keys() if k.startswith(self.trained_prefixes)]
 
     def _failures(self, stage: str, server_round: int, replies: list[Message]) -> list[SiteEvent]:
-        events = [
-            SiteEvent(server_round, stage, m.metadata.src_node_id, "error", _error_text(m))
-            for m in replies
-            if m.has_error()
-        ]
-        answered = {m.metadata.src_node_id for m in replies}
+        node_of = self._reply_nodes(stage, server_round)
+        events = []
+        for m in replies:
+            if not m.has_error():
+                continue
+            node = node_of(m)
+            if m.error.code == ErrorCode.NODE_UNAVAILABLE:
+                reason = (
+                    "the SuperLink reports this site's node unavailable: it stopped sending "
+                    f"heartbeats (its SuperNode stopped or lost its connection) (error code "
+                    f"{m.error.code})"
+                )
+                events.append(SiteEvent(server_round, stage, node, "left", reason))
+            else:
+                events.append(SiteEvent(server_round, stage, node, "error", _error_text(m)))
+        answered = {node_of(m) for m in replies}
         events += [
             SiteEvent(
                 server_round,
                 stage,
-                node,
-                "no-reply",
-                "no reply within the round timeout (the site timed out or left)",
+                m.metadata.dst_node_id,
+                "timeout",
+                "no reply within the round timeout (round-timeout); the SuperLink still "
+                "counted the node as connected",
             )
-            for node in self._sent.get((stage, server_round), [])
-            if node not in answered
+            for m in self._sent.get((stage, server_round), [])
+            if m.metadata.dst_node_id not in answered
         ]
         return events
+
+    def _reply_nodes(self, stage: str, server_round: int):
+        """A function: reply -> the node it answers for. A reply the SuperLink writes
+        itself (the node is unavailable) comes from the SuperLink's own node id, so it is
+        matched to the message it answers instead."""
+        sent = {
+            m.metadata.message_id: m.metadata.dst_node_id
+            for m in self._sent.get((stage, server_round), [])
+            if m.metadata.message_id
+        }
+
+        def node_of(reply: Message) -> int:
+            return sent.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+        return node_of
+
+    def _learn_registered_names(self, grid: Grid) -> None:
+        """Remember the names nodes were registered under, so that a site that never
+        replies (it left in round 1) is still named in the records. Grids without
+        registrations (simulation, test grids) give none."""
+        get_nodes = getattr(grid, "get_nodes", None)
+        if get_nodes is None:
+            return
+        for node in get_nodes():
+            name = str(getattr(node, "name", "") or "")
+            if name:
+                self.registered_names[node.node_id] = name
+
+    def _site_name(self, node: int) -> str | None:
+        return self.site_names.get(node) or self.registered_names.get(node)
 
     def _validated(
         self, server_round: int, answered: list[Message]
@@ -224,12 +286,15 @@ class AdapterStrategy(Strategy):
             metrics[WEIGHT_KEY] = 1.0
         return RecordDict({"arrays": whole, "metrics": metrics})
 
-    def _summaries(self, server_round: int, replies: list[Message]) -> list[dict]:
+    def _summaries(self, stage: str, server_round: int, replies: list[Message]) -> list[dict]:
         """Each reply's summary; sites are named in the log beside their node id."""
-        summaries = [reply_summary(m) for m in replies]
+        node_of = self._reply_nodes(stage, server_round)
+        summaries = [reply_summary(m, node_of(m)) for m in replies]
         for summary in summaries:
             if summary.get("site"):
                 self.site_names[summary["node"]] = summary["site"]
+            elif self._site_name(summary["node"]):  # an error reply: its registered name
+                summary["site"] = self._site_name(summary["node"])
             if "metrics" in summary:
                 log.info(
                     "round %d: site %s (node %d): %s",
@@ -240,28 +305,38 @@ class AdapterStrategy(Strategy):
                 )
         return summaries
 
-    def _record(self, events: list[SiteEvent]) -> None:
+    def _record(self, events: list[SiteEvent]) -> list[SiteEvent]:
+        """Name each event's site where known, log it and keep it; returns the events."""
+        events = [replace(e, site=e.site or self._site_name(e.node)) for e in events]
         for event in events:
-            name = self.site_names.get(event.node)
+            name = event.site
             site = f"site {name} (node {event.node})" if name else f"site node {event.node}"
             log.warning(
                 "round %d %s: %s %s: %s", event.round, event.stage, site, event.kind, event.reason
             )
         self.events += events
+        return events
 
 
-def reply_summary(message: Message) -> dict:
-    """What the run history keeps of one reply: the node, the bytes of tensors it sent and
-    its scalar metrics, or its error."""
+def reply_summary(message: Message, node: int | None = None) -> dict:
+    """What the run history keeps of one reply: the node (``node``, default the reply's
+    sender), the bytes of tensors it sent and its scalar metrics, or its error."""
+    node = message.metadata.src_node_id if node is None else node
     if message.has_error():
-        return {"node": message.metadata.src_node_id, "error": _error_text(message)}
+        return {"node": node, "error": _error_text(message)}
     content = message.content
     return {
-        "node": message.metadata.src_node_id,
+        "node": node,
         "site": reply_site_name(content),
         "bytes": sum(r.count_bytes() for r in content.array_records.values()),
         "metrics": {k: v for r in content.metric_records.values() for k, v in r.items()},
     }
+
+
+def _reply_order(message: Message) -> tuple[bool, str, int]:
+    """Sort key of an accepted reply: named sites by name first, then by node id."""
+    name = reply_site_name(message.content)
+    return (name is None, name or "", message.metadata.src_node_id)
 
 
 def _as_dtype(value: Array, like: Array) -> Array:

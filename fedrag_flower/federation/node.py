@@ -1,5 +1,6 @@
 """What a SuperNode's node config says about its site beyond its files: the site's name,
-and how many compute threads each of its ClientApp processes uses.
+how many compute threads each of its ClientApp processes uses, and how large its files may
+be.
 
 - ``site-name`` (text): shown beside the node id in the coordinator's log and in
   metrics.json (``site_train`` / ``site_evaluate`` entries, key ``site``). Only the name
@@ -10,6 +11,10 @@ and how many compute threads each of its ClientApp processes uses.
   process of the site. Without it PyTorch starts one thread per core in every process,
   so two sites on one host oversubscribe it. ``fedrag-flower supernode-command`` writes
   ``threads`` = the CPUs this host gives one site (:func:`fedrag_flower.deployment.site_threads`).
+- ``max-file-mb`` (number > 0) and ``max-chunk-chars`` (integer >= 1): the size limits the
+  site's files are loaded under (:class:`fedrag_flower.data.DataLimits`; defaults 1 GiB per
+  file and 50,000 characters per chunk, query or response), the same limits as
+  ``fedrag-flower check-data --max-file-mb / --max-chunk-chars``.
 - ``store-url`` (text): the site's own Qdrant server. When a run sets
   ``store-backend = "qdrant"``, the site keeps its index there (it overrides the run
   config's ``store-url``: each hospital knows where its server is, the coordinator does
@@ -23,10 +28,13 @@ from dataclasses import replace
 
 import torch
 
+from fedrag_flower.data import DataLimits
 from fedrag_flower.federation.settings import FederationSettings
 
 SITE_NAME_KEY = "site-name"
 THREADS_KEY = "threads"
+MAX_FILE_MB_KEY = "max-file-mb"
+MAX_CHUNK_CHARS_KEY = "max-chunk-chars"
 STORE_URL_KEY = "store-url"
 # The reply's ConfigRecord that names the site.
 SITE_RECORD = "site"
@@ -53,6 +61,37 @@ def compute_threads(node_config: Mapping) -> int | None:
             f"this SuperNode's --node-config has {THREADS_KEY}={value}: give at least 1"
         )
     return int(value)
+
+
+def data_limits(node_config: Mapping) -> DataLimits:
+    """The size limits the node config sets for the site's files (``max-file-mb``,
+    ``max-chunk-chars``), the defaults for those it does not set. A value that is not a
+    positive number (a whole one for ``max-chunk-chars``) is a ``ValueError`` naming the key."""
+    limits = {}
+    if MAX_FILE_MB_KEY in node_config:
+        value = node_config[MAX_FILE_MB_KEY]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(
+                f"this SuperNode's --node-config has {MAX_FILE_MB_KEY}={value!r}: give the "
+                f'largest data file in MB, a number > 0, e.g. --node-config "... '
+                f'{MAX_FILE_MB_KEY}=500"'
+            )
+        limits["max_file_bytes"] = max(1, round(value * 1e6))
+    if MAX_CHUNK_CHARS_KEY in node_config:
+        value = node_config[MAX_CHUNK_CHARS_KEY]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or int(value) != value
+            or value < 1
+        ):
+            raise ValueError(
+                f"this SuperNode's --node-config has {MAX_CHUNK_CHARS_KEY}={value!r}: give "
+                "the longest chunk text, query or response in characters, a whole number "
+                f'>= 1, e.g. --node-config "... {MAX_CHUNK_CHARS_KEY}=20000"'
+            )
+        limits["max_chunk_chars"] = int(value)
+    return DataLimits(**limits)
 
 
 def apply_compute_threads(node_config: Mapping) -> int:

@@ -79,7 +79,7 @@ class FederationSettings:
         norm_factor: an update whose norm exceeds this many times the median of the
             other sites' is rejected (0: no norm check); see ``update_checks``.
         round_timeout: seconds the server waits for the sites' replies in a round; a
-            site that has not answered by then is recorded as ``no-reply``.
+            site that has not answered by then is recorded as ``timeout``.
         resume_from: a run folder to continue from its last complete checkpoint ("": a
             new run).
         dp: differential privacy: ``none``, ``client-fixed`` (each site clips its update,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import sys
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +18,7 @@ import torch
 from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
-from fedrag_flower.federation.node import site_name
+from fedrag_flower.federation.node import data_limits, site_name
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
@@ -51,7 +52,8 @@ def simulation_site(partition_id: int, num_partitions: int, settings: Federation
 def deployment_site(node_config: dict) -> Site:
     """A real site: its files named in the SuperNode's ``--node-config``
     (``corpus-path``, ``train-path``, optional ``test-path``, ``data-dir``), named by its
-    ``site-name`` (default: the ``data-dir`` folder's name)."""
+    ``site-name`` (default: the ``data-dir`` folder's name), loaded under the size limits
+    ``max-file-mb`` and ``max-chunk-chars`` it sets (:func:`~.node.data_limits`)."""
     missing = [k for k in ("corpus-path", "train-path", "data-dir") if k not in node_config]
     if missing:
         raise ValueError(
@@ -59,7 +61,10 @@ def deployment_site(node_config: dict) -> Site:
             "--node-config \"corpus-path='...' train-path='...' test-path='...' data-dir='...'\""
         )
     data = load_site_data(
-        node_config["corpus-path"], node_config["train-path"], node_config.get("test-path")
+        node_config["corpus-path"],
+        node_config["train-path"],
+        node_config.get("test-path"),
+        limits=data_limits(node_config),
     )
     data_dir = Path(str(node_config["data-dir"]))
     return Site(site_name(node_config, data_dir.name), data, data_dir / "knowledge_store")
@@ -124,17 +129,33 @@ def train_site(
     pairs = round_pairs(site.data.train, settings, server_round)
     metrics: dict[str, float] = {"num-examples": float(len(pairs))}
     state: dict[str, torch.Tensor] = {}
-    if settings.trains_generator:
-        result = HuggingFaceTrainerForRALT(rag_system, pairs, settings.ralt_args(server_round))
-        metrics |= {f"ralt-{k}": v for k, v in result.train().metrics().items()}
-        state |= {f"generator.{k}": v for k, v in rag_system.generator.adapter_state_dict().items()}
-    if settings.trains_retriever:
-        result = HuggingFaceTrainerForLSR(rag_system, pairs, settings.lsr_args(server_round))
-        metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
-        state |= {f"retriever.{k}": v for k, v in rag_system.retriever.adapter_state_dict().items()}
+    with torch.random.fork_rng(devices=[]):  # dropout masks: see round_seed
+        torch.manual_seed(round_seed(settings, site, server_round))
+        if settings.trains_generator:
+            result = HuggingFaceTrainerForRALT(rag_system, pairs, settings.ralt_args(server_round))
+            metrics |= {f"ralt-{k}": v for k, v in result.train().metrics().items()}
+            adapter = rag_system.generator.adapter_state_dict()
+            state |= {f"generator.{k}": v for k, v in adapter.items()}
+        if settings.trains_retriever:
+            result = HuggingFaceTrainerForLSR(rag_system, pairs, settings.lsr_args(server_round))
+            metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
+            adapter = rag_system.retriever.adapter_state_dict()
+            state |= {f"retriever.{k}": v for k, v in adapter.items()}
     metrics["train-seconds"] = time.perf_counter() - start
     metrics["peak-memory-gb"] = peak_memory_gb()
     return state, metrics
+
+
+def round_seed(settings: FederationSettings, site: Site, server_round: int) -> int:
+    """The seed of torch's generator for one site's round: a function of the run's seed,
+    the site's name and the round only.
+
+    Training runs the base models in train mode, and their dropout (MiniLM's is 0.1) draws
+    from torch's global generator, whose state otherwise depends on whatever ran before
+    in the process (other sites, earlier rounds): two runs of the same sites, or a resumed
+    run, then end with different retriever adapters. Seeded here, they end the same.
+    """
+    return zlib.crc32(f"{settings.seed}:{site.name}:{server_round}".encode())
 
 
 def evaluate_site(
