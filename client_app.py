@@ -15,6 +15,9 @@ from fedrag_flower.federation.site import (
     site_rag_system,
     train_site,
 )
+from fedrag_flower.federation.startup import mark
+
+mark("imports")  # a deployment ClientApp process pays this once per message
 
 app = ClientApp(mods=[site_clipping_mod])  # clips updates only when the server asks (DP)
 
@@ -32,8 +35,10 @@ def _prepare(msg: Message, context: Context):
     apply_compute_threads(context.node_config)  # before any model runs in this process
     settings = FederationSettings.from_run_config(context.run_config)
     site = _site(context, settings)
+    mark("data")
     rag_system = site_rag_system(site, settings)
     rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
+    mark("adapters")
     return settings, site, rag_system
 
 
