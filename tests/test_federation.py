@@ -66,6 +66,21 @@ def test_settings_read_the_app_run_config_and_name_bad_keys():
         FederationSettings.from_run_config({"top-k": "three"})
 
 
+def test_lora_targets_choose_the_generators_adapted_layers(tiny_generator_dir):
+    from fedrag_flower.rag.generator import Generator
+
+    settings = FederationSettings.from_run_config({"lora-targets": "q_proj, v_proj", "lora-r": 4})
+    lora = settings.generator_lora()
+    assert lora.target_modules == ["q_proj", "v_proj"] and lora.r == 4
+    adapted = {
+        name.split(".")[-2]
+        for name, _ in Generator(str(tiny_generator_dir), lora, bf16=False).model.named_modules()
+        if name.endswith("lora_A")
+    }
+    assert adapted == {"q_proj", "v_proj"}
+    assert FederationSettings().generator_lora().target_modules == []  # the model's default
+
+
 def test_every_settings_field_is_in_the_app_config():
     import tomllib
     from dataclasses import fields
