@@ -36,7 +36,7 @@ BIN = Path(sys.executable).parent
 SMALL = "num-server-rounds=2 pairs-per-round=16 eval-generate=4"
 # Training only, one step a round: the point is the fixed cost of a message.
 LOOPBACK = "num-server-rounds=2 local-steps=1 pairs-per-round=4 fraction-evaluate=0.0"
-STARTUP_PHASES = ("imports", "data", "models", "index", "adapters")
+STARTUP_PHASES = ("flower", "imports", "data", "models", "index", "adapters")
 
 
 def run_simulation(run_config: str, sites: int, workdir: Path) -> Path:

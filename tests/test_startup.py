@@ -38,12 +38,13 @@ def test_startup_phases_are_timed_from_process_creation_and_reported_once():
     )
     first, second = json.loads(out.stdout)
     assert set(first) == set(second) == KEYS
-    assert first["startup-imports-seconds"] >= 0.3  # Python's own start is on top
-    assert 0.2 <= first["startup-data-seconds"] < 0.35
-    assert first["startup-models-seconds"] < 0.05
-    assert 0.4 <= first["startup-index-seconds"] < 0.55
+    assert first["startup-flower-seconds"] < 1.0  # Python's own start
+    assert 0.3 <= first["startup-imports-seconds"] < 0.5
+    assert 0.2 <= first["startup-data-seconds"] < 0.5
+    assert first["startup-models-seconds"] < 0.1
+    assert 0.4 <= first["startup-index-seconds"] < 0.7
     phases = sum(first[f"startup-{p}-seconds"] for p in startup.PHASES)
-    assert phases <= first["startup-seconds"] < phases + 0.05
+    assert phases <= first["startup-seconds"] < phases + 0.1
     assert all(v == 0.0 for v in second.values())
 
 
