@@ -7,25 +7,23 @@ from fedrag_flower.federation.startup import mark
 # Imports below this mark are timed as the "imports" phase of the process' startup.
 mark("flower")  # Python and Flower's ClientApp process up, message and app fetched
 
-from flwr.app import Context, Message, MetricRecord, RecordDict
+from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
 from fedrag_flower.federation.faults import raise_if_fault_injected
-from fedrag_flower.federation.node import apply_compute_threads, site_record
-from fedrag_flower.federation.privacy import site_clipping_mod
+from fedrag_flower.federation.node import apply_compute_threads, site_settings
 from fedrag_flower.federation.settings import FederationSettings
-from fedrag_flower.federation.site import (
-    deployment_site,
-    evaluate_site,
-    simulation_site,
-    site_rag_system,
-    train_site,
+from fedrag_flower.federation.site import deployment_site, simulation_site, site_rag_system
+from fedrag_flower.federation.site_replies import (
+    SITE_MODS,
+    evaluate_reply,
+    server_round,
+    train_reply,
 )
 
 mark("imports")  # a deployment ClientApp process pays this once per message
 
-app = ClientApp(mods=[site_clipping_mod])  # clips updates only when the server asks (DP)
+app = ClientApp(mods=SITE_MODS)  # clips updates only when the server asks (DP)
 
 
 def _site(context: Context, settings: FederationSettings):
@@ -37,36 +35,24 @@ def _site(context: Context, settings: FederationSettings):
     return deployment_site(node_config)  # deployment: the site's own files
 
 
-def _prepare(msg: Message, context: Context):
+def _prepare(context: Context):
     apply_compute_threads(context.node_config)  # before any model runs in this process
-    settings = FederationSettings.from_run_config(context.run_config)
+    # The run's settings, with this site's own store server if its node config names one.
+    settings = site_settings(
+        context.node_config, FederationSettings.from_run_config(context.run_config)
+    )
     site = _site(context, settings)
     mark("data")
-    rag_system = site_rag_system(site, settings)
-    rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
-    mark("adapters")
-    return settings, site, rag_system
+    return site, site_rag_system(site, settings), settings
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    settings, site, rag_system = _prepare(msg, context)
-    server_round = int(msg.content["config"]["server-round"])
-    raise_if_fault_injected(context.node_config, server_round)  # test-only, off unless set
-    state, metrics = train_site(rag_system, site, settings, server_round)
-    content = RecordDict(
-        {
-            "arrays": adapter_arrays(state),
-            "metrics": MetricRecord(metrics),
-            "site": site_record(site.name),  # the site's name, beside its node id
-        }
-    )
-    return Message(content=content, reply_to=msg)
+    site, rag_system, settings = _prepare(context)
+    raise_if_fault_injected(context.node_config, server_round(msg))  # test-only, off unless set
+    return train_reply(msg, site, rag_system, settings)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    settings, site, rag_system = _prepare(msg, context)
-    metrics = evaluate_site(rag_system, site, settings)
-    content = RecordDict({"metrics": MetricRecord(metrics), "site": site_record(site.name)})
-    return Message(content=content, reply_to=msg)
+    return evaluate_reply(msg, *_prepare(context))

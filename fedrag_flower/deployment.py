@@ -64,7 +64,16 @@ SUPERNODE_PROGRAM = "flower-supernode"
 # Keys of a SuperNode's node config that the ClientApp reads in deployment mode: the
 # site's files, its index folder, its name (shown beside its node id in the coordinator's
 # log and metrics.json) and the compute threads of each of its ClientApp processes.
-NODE_CONFIG_KEYS = ("corpus-path", "train-path", "test-path", "data-dir", "site-name", "threads")
+NODE_CONFIG_KEYS = (
+    "corpus-path", "train-path", "test-path", "data-dir", "site-name", "threads", "store-url"
+)  # fmt: skip
+
+# A site's own Qdrant server (docker-compose.yml, profile "qdrant": one per hospital, on that
+# hospital's internal network), used when a run sets store-backend = "qdrant".
+QDRANT_IMAGE = "qdrant/qdrant:v1.19.1"
+QDRANT_HTTP_PORT = 6333
+QDRANT_STORAGE = "/qdrant/storage"  # where the image keeps collections: put it on a volume
+QDRANT_ENV = {"QDRANT__TELEMETRY_DISABLED": "true"}  # a hospital's server reports nothing out
 
 # Environment of every Flower process here: never pip-install an app's dependencies.
 RUNTIME_ENV = {"FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1"}
@@ -170,12 +179,15 @@ def site_node_config(
     test: str | None = None,
     name: str | None = None,
     threads: int | None = None,
+    store_url: str | None = None,
 ) -> dict[str, str | int]:
     """The node config of a site in deployment mode: its corpus and QA files, a writable
     folder for its index (``corpus-path``, ``train-path``, ``test-path``, ``data-dir``),
     its name (``site-name``: shown beside its node id in the coordinator's log and
-    metrics.json; nothing of the data) and the compute threads of each of its ClientApp
-    processes (``threads``; absent: PyTorch's default, all cores)."""
+    metrics.json; nothing of the data), the compute threads of each of its ClientApp
+    processes (``threads``; absent: PyTorch's default, all cores) and the site's own Qdrant
+    server (``store-url``, e.g. :func:`qdrant_url`), which its index goes to when a run sets
+    ``store-backend = "qdrant"`` (other backends ignore it)."""
     config: dict[str, str | int] = {"corpus-path": corpus, "train-path": train}
     if test is not None:
         config["test-path"] = test
@@ -186,7 +198,14 @@ def site_node_config(
         if threads < 1:
             raise ValueError(f"threads={threads}: give at least 1 compute thread per site")
         config["threads"] = threads
+    if store_url:
+        config["store-url"] = store_url
     return config
+
+
+def qdrant_url(host: str, port: int = QDRANT_HTTP_PORT) -> str:
+    """A site's ``store-url``: the HTTP API of its Qdrant server at ``host``."""
+    return f"http://{host}:{port}"
 
 
 def site_threads(sites_on_host: int = 1) -> int:

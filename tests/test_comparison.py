@@ -12,9 +12,11 @@ import torch
 from fedrag_flower.comparison.arms import (
     Arm,
     SeedModels,
+    aggregation_label,
     centralized_settings,
     comparison_arms,
     pooled_site,
+    round_loop_settings,
     train_arm,
 )
 from fedrag_flower.comparison.evaluation import METRICS
@@ -22,7 +24,7 @@ from fedrag_flower.comparison.report import markdown, spread, summarize, write_r
 from fedrag_flower.comparison.run import ComparisonOptions
 from fedrag_flower.data import SiteData
 from fedrag_flower.federation.settings import FederationSettings
-from fedrag_flower.federation.site import Site, train_site
+from fedrag_flower.federation.site import Site
 from tests.conftest import TINY_CORPUS, TINY_QA
 
 TINY_SETTINGS = dict(
@@ -48,34 +50,6 @@ def tiny_sites(tmp_path, sizes=(3, 3)) -> list[Site]:
     return sites
 
 
-def test_a_fedavg_round_is_the_weighted_average_of_each_site_training_alone(tiny_rag, tmp_path):
-    from fedrag_flower.federation.in_process import fedavg_round
-
-    settings = FederationSettings(**TINY_SETTINGS)
-    sites = tiny_sites(tmp_path, sizes=(2, 1))
-    for module in tiny_rag.retriever.query_model.modules():  # LSR trains in train mode:
-        if isinstance(module, torch.nn.Dropout):  # no dropout, so both paths draw alike
-            module.p = 0.0
-    initial = tiny_rag.adapter_state_dict()
-    alone = []
-    for site in sites:
-        tiny_rag.load_adapter_state_dict(initial)
-        alone.append(train_site(tiny_rag, site, settings, server_round=1))
-    state, metrics, reports = fedavg_round(
-        [(site, tiny_rag) for site in sites], initial, settings, server_round=1
-    )
-    (s0, m0), (s1, m1) = alone
-    n0, n1 = m0["num-examples"], m1["num-examples"]
-    assert (n0, n1) == (2.0, 1.0)
-    assert set(state) == set(initial)
-    for key in s0:
-        expected = (n0 * s0[key] + n1 * s1[key]) / (n0 + n1)
-        torch.testing.assert_close(state[key], expected, rtol=1e-5, atol=1e-7)
-    assert not torch.equal(state[key], initial[key])  # it trained
-    assert metrics["ralt-loss"] == pytest.approx((n0 * m0["ralt-loss"] + n1 * m1["ralt-loss"]) / 3)
-    assert [r["site"] for r in reports] == ["site0", "site1"]
-
-
 def test_centralized_trains_as_many_pairs_and_steps_per_round_as_all_sites_together(tmp_path):
     sites = tiny_sites(tmp_path, sizes=(4, 1))
     settings = FederationSettings(pairs_per_round=2, local_steps=3)
@@ -90,10 +64,38 @@ def test_centralized_trains_as_many_pairs_and_steps_per_round_as_all_sites_toget
     assert names == ["local-site0", "local-site1", "federated", "centralized"]
 
 
+def test_only_the_federated_arm_takes_the_strategy_and_dp_the_one_site_arms_stay_fedavg(
+    tmp_path,
+):
+    sites = tiny_sites(tmp_path, sizes=(2, 2))
+    settings = FederationSettings(strategy="fedprox", proximal_mu=0.1, dp="client-fixed",
+                                  dp_noise=0.3, dp_clip=0.5)  # fmt: skip
+    arms = {arm.name: arm for arm in comparison_arms(sites, settings)}
+    assert arms["federated"].settings == settings
+    for name in ("local-site0", "local-site1", "centralized"):
+        assert (arms[name].settings.strategy, arms[name].settings.dp) == ("fedavg", "none")
+    assert aggregation_label(settings) == (
+        "fedprox (proximal-mu=0.1), dp client-fixed (dp-noise=0.3 dp-clip=0.5 dp-delta=1e-05)"
+    )
+    assert aggregation_label(arms["centralized"].settings) == "fedavg"
+    loop = round_loop_settings(arms["federated"])  # every site, every round; no site eval
+    assert (loop.min_sites, loop.fraction_evaluate, loop.dp_sampled_sites) == (2, 0.0, 0)
+
+
+@pytest.mark.parametrize(
+    "aggregation",
+    [
+        {},
+        {"strategy": "fedadam"},  # the server's Adam moments are saved and restored
+        {"dp": "client-fixed", "dp_noise": 0.5, "dp_clip": 0.01},  # the noise and accountant
+    ],
+    ids=["fedavg", "fedadam", "client-fixed-dp"],
+)
 def test_an_interrupted_arm_resumes_after_its_last_round_to_the_same_adapters(
-    tiny_generator_dir, tmp_path
+    tiny_generator_dir, tmp_path, aggregation
 ):
     base = dict(TINY_SETTINGS, generator_model=str(tiny_generator_dir), lora_r=4, lora_alpha=8)
+    base |= aggregation
     sites = tiny_sites(tmp_path)
     two_rounds = FederationSettings(**base, num_server_rounds=2)
     whole, history = train_arm(
@@ -111,6 +113,12 @@ def test_an_interrupted_arm_resumes_after_its_last_round_to_the_same_adapters(
         torch.testing.assert_close(resumed[key], value)
     for key in ("ralt-loss", "lsr-loss", "num-examples"):
         assert resumed_history[1]["train"][key] == pytest.approx(history[1]["train"][key])
+    assert resumed_history[1].get("privacy") == history[1].get("privacy")
+    if "dp" in aggregation:
+        assert resumed_history[1]["privacy"]["releases"] == 2
+    # Each round records every site's update and the global step.
+    assert [u["site"] for u in history[1]["updates"]] == ["site0", "site1"]
+    assert history[1]["global_update"]["norm"] > 0
 
 
 def _result(arm: str, seed: int, level: float, sites=("site0", "site1")) -> dict:
@@ -158,7 +166,10 @@ def test_summary_gives_mean_and_spread_and_judges_the_claims():
 
 def test_report_writes_json_markdown_and_both_plots(tmp_path):
     options = ComparisonOptions(seeds=(0, 1), num_sites=2, output_dir=tmp_path)
-    document = write_report(synthetic_results(), options, ["site0", "site1"])
+    results = synthetic_results()
+    for seed, result in results["federated"].items():
+        result["privacy"] = {"epsilon": 1.5 + seed, "delta": 1e-5, "releases": 2}
+    document = write_report(results, options, ["site0", "site1"])
     saved = json.loads((tmp_path / "comparison.json").read_text())
     assert saved["summary"]["arms"].keys() == document["summary"]["arms"].keys()
     assert saved["results"]["federated"]["1"]["seed"] == 1
@@ -167,6 +178,8 @@ def test_report_writes_json_markdown_and_both_plots(tmp_path):
     for arm in ("untrained", "local-site0", "local-site1", "federated", "centralized"):
         assert f"| {arm} |" in text
     assert "| site1 | local-site1 |" in text and "does NOT hold" in text
+    assert "Federated arm: `fedavg`; local-only and centralized arms: `fedavg`" in text
+    assert "epsilon 1.500, 2.500 at delta 1e-05 after 2 rounds (per seed)" in text
     for name in ("federated_rounds.png", "sites_own_questions.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -236,3 +249,32 @@ def test_compare_command_runs_every_arm_end_to_end_and_resumes(tmp_path, capsys)
     assert main(argv) == 0
     assert capsys.readouterr().out.count("done before") == len(arms)
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+
+
+def test_strategy_table_gathers_each_folders_federated_arm_with_its_epsilon(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "strategy_table.py"
+    spec = importlib.util.spec_from_file_location("strategy_table", path)
+    strategy_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(strategy_table)
+
+    files = []
+    for name, extra in (("fedavg", {}), ("dp", {"epsilon": 2.5, "delta": 1e-5, "releases": 2})):
+        results = {arm: synthetic_results()[arm] for arm in ("untrained", "federated")}
+        for result in results["federated"].values():
+            result |= {"aggregation": name, "seconds": 10.0}
+            if extra:
+                result["privacy"] = extra
+        options = ComparisonOptions(seeds=(0, 1), num_sites=2, output_dir=tmp_path / name)
+        write_report(results, options, ["site0", "site1"])
+        files.append(tmp_path / name / "comparison.json")
+    lines = strategy_table.markdown(files).splitlines()
+    assert lines[0].startswith("| system | F1 | EM | recall@1 | recall@3 | NLL/token | epsilon")
+    assert lines[2].startswith("| untrained | 0.200 |")
+    assert lines[3].startswith("| federated: fedavg | 0.510 ± 0.014 |")
+    assert lines[3].endswith("|  | 10 |")
+    assert lines[4].startswith("| federated: dp |")
+    assert "| 2.50, 2.50 (delta 1e-05) | 10 |" in lines[4]
+    assert lines[-1].startswith("Same budget for every row: `num-server-rounds=2")

@@ -52,7 +52,8 @@ def compose() -> dict:
 # fedrag_flower/deployment.py. Any other service must run a builder's command.
 OTHER_COMPOSE_SERVICES = {
     "superlink-state-init",  # chowns the SuperLink's state volume, then exits
-    "qdrant",  # an optional vector store (if present); not a Flower process
+    # each hospital's optional vector store (profile qdrant); not a Flower process
+    *(f"qdrant-{site}" for site in COMPOSE_SITES),
 }
 
 
@@ -156,6 +157,59 @@ def test_compose_gives_each_hospital_its_own_data_volume_and_index(compose):
     assert len(seen) == len(COMPOSE_SITES)
 
 
+def _active_services(compose: dict, profiles: set[str]) -> dict[str, dict]:
+    """The services ``docker compose --profile ...`` starts: those without profiles, and
+    those with one of ``profiles``."""
+    return {
+        name: service
+        for name, service in compose["services"].items()
+        if not service.get("profiles") or set(service["profiles"]) & profiles
+    }
+
+
+@pytest.mark.parametrize("profiles", [set(), {"qdrant"}], ids=["default", "profile-qdrant"])
+def test_compose_model_is_whole_with_and_without_the_qdrant_profile(compose, profiles):
+    """Compose refuses a model in which an active service needs one that is off: every
+    dependency of an active service is active or not required, every shared namespace
+    active."""
+    active = _active_services(compose, profiles)
+    assert {f"qdrant-{s}" in active for s in COMPOSE_SITES} == {bool(profiles)}
+    for name, service in active.items():
+        depends = service.get("depends_on", {})
+        for dependency in depends:
+            spec = depends[dependency] if isinstance(depends, dict) else {}
+            assert dependency in active or spec.get("required") is False, (name, dependency)
+        mode = service.get("network_mode", "")
+        assert not mode.startswith("service:") or mode.removeprefix("service:") in active
+
+
+def test_compose_qdrant_profile_gives_each_hospital_its_own_store_server(compose):
+    from flwr.common.config import parse_config_args
+
+    services, volumes, networks = compose["services"], compose["volumes"], compose["networks"]
+    for site in COMPOSE_SITES:
+        qdrant = services[f"qdrant-{site}"]
+        assert qdrant["image"] == dep.QDRANT_IMAGE and qdrant["profiles"] == ["qdrant"]
+        assert qdrant["environment"] == dep.QDRANT_ENV  # no telemetry leaves the hospital
+        assert _mounts(qdrant) == {dep.QDRANT_STORAGE: f"{site}-qdrant"}
+        assert f"{site}-qdrant" in volumes
+        assert "ports" not in qdrant  # nothing published on the host
+        # On the hospital's own internal network, which only its SuperNode's namespace
+        # (shared by its SuperExec and ClientApps) also joins.
+        assert qdrant["networks"] == [site] and networks[site]["internal"] is True
+        members = {n for n, s in services.items() if site in s.get("networks", [])}
+        assert members == {f"qdrant-{site}", f"supernode-{site}"}
+        assert services[f"superexec-{site}"]["network_mode"] == f"service:supernode-{site}"
+        # The hospital's ClientApps are told its URL: the service's name on that network.
+        supernode = services[f"supernode-{site}"]["command"]
+        config = parse_config_args([supernode[supernode.index("--node-config") + 1]])
+        assert config["store-url"] == dep.qdrant_url(f"qdrant-{site}")
+        assert config["store-url"] == f"http://qdrant-{site}:{dep.QDRANT_HTTP_PORT}"
+        # Started before the ClientApps' SuperExec when on, not needed when off.
+        depends = services[f"superexec-{site}"]["depends_on"]
+        assert depends[f"qdrant-{site}"]["required"] is False
+
+
 # --------------------------------------------------------------------------------------
 # Credentials and command lines (no processes)
 # --------------------------------------------------------------------------------------
@@ -213,9 +267,11 @@ def test_node_config_is_parsed_back_by_flower():
         data_dir="/idx",
         name="st-mary's hospital",
         threads=3,
+        store_url=dep.qdrant_url("127.0.0.1"),
     )
     parsed = parse_config_args([dep.format_node_config(config)])
-    assert parsed == config
+    assert parsed == config and parsed["store-url"] == "http://127.0.0.1:6333"
+    assert set(parsed) == set(dep.NODE_CONFIG_KEYS) - {"test-path"}
     assert parsed["train-path"] == "C:\\data\\train.jsonl" and parsed["threads"] == 3
     with pytest.raises(ValueError, match="double quote"):
         dep.format_node_config({"corpus-path": '/data/a"b.jsonl'})
@@ -255,7 +311,7 @@ def test_supernode_command_prints_the_topology_commands(tmp_path, capsys):
         "--root-cert", str(tmp_path / "ca.crt"), "--key", str(creds.node_key),
         "--corpus", str(tmp_path / "c.jsonl"), "--train", str(tmp_path / "t.jsonl"),
         "--data-dir", str(tmp_path / "index"), "--runtime-port", str(port),
-        "--sites-on-host", "2",
+        "--sites-on-host", "2", "--store-url", "http://127.0.0.1:6333",
     ], capsys)  # fmt: skip
     assert status == 0, out
     node_config = dep.site_node_config(
@@ -264,6 +320,7 @@ def test_supernode_command_prints_the_topology_commands(tmp_path, capsys):
         data_dir=str(tmp_path / "index"),
         name="st-mary",  # from the public key node-key wrote
         threads=dep.site_threads(2),
+        store_url="http://127.0.0.1:6333",
     )
     expected = dep.site_commands(
         superlink="fl.example.org:9191",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from fedrag_flower.federation.adapters import adapter_arrays, adapter_state, merge_into
 from fedrag_flower.federation.settings import FederationSettings
+from tests.fake_grid import FakeGrid
 
 
 def test_fedavg_of_adapter_tensors_matches_hand_computation():
@@ -164,20 +165,9 @@ def test_client_reply_holds_only_adapter_tensors_and_scalar_metrics():
         run_config=run_config,
     )
     incoming = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": 1})})
-    sent = {}
-
-    class Recorder:  # stands in for Message: records what the ClientApp replies
-        def __init__(self, content, reply_to=None):
-            sent["content"] = content
-
-    msg = type("Incoming", (), {"content": incoming})()
-    original = client_app.Message
-    client_app.Message = Recorder
-    try:
-        client_app.train(msg, context)
-    finally:
-        client_app.Message = original
-    content = sent["content"]
+    FakeGrid({})  # sets the task identity a ServerApp process has, which Messages need
+    msg = Message(incoming, dst_node_id=1, message_type="train")
+    content = client_app.app(msg, context).content  # through the ClientApp and its mods
     assert set(content.keys()) == {"arrays", "metrics", "site"}
     assert dict(content["site"]) == {"name": "category-3-site1-seed0"}  # the name only
     reply_arrays: ArrayRecord = content["arrays"]

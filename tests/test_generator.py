@@ -43,18 +43,14 @@ def test_bf16_copies_give_the_same_loss_and_gradients_as_plain_autocast(tiny_gen
 def test_bf16_copies_are_only_of_frozen_weights(tiny_generator_dir):
     generator = tiny_generator(tiny_generator_dir, bf16=True)
     with generator.autocast():
-        by_kind = {
-            ("lora_" in name, p.dtype) for name, p in generator.model.named_parameters()
-        }
+        by_kind = {("lora_" in name, p.dtype) for name, p in generator.model.named_parameters()}
     assert (True, torch.float32) in by_kind  # the adapter trains in fp32
     assert (True, torch.bfloat16) not in by_kind
     assert (False, torch.bfloat16) in by_kind
 
 
 @pytest.mark.parametrize("bf16", [False, True])
-def test_generation_puts_the_weights_back_exactly_and_keeps_the_adapter(
-    tiny_generator_dir, bf16
-):
+def test_generation_puts_the_weights_back_exactly_and_keeps_the_adapter(tiny_generator_dir, bf16):
     generator = tiny_generator(tiny_generator_dir, bf16=bf16)
     before = {k: v.detach().clone() for k, v in generator.model.state_dict().items()}
     batch, _ = random_batch(prompt_lengths=(12, 7), target_lengths=(9, 14))

@@ -68,3 +68,15 @@ def test_reply_carries_the_site_name_beside_flowers_one_array_and_one_metric_rec
     assert summary["node"] == 7
     assert summary["site"] == "st-mary" and summary["metrics"] == {"num-examples": 2.0}
     assert reply_site_name(RecordDict({"metrics": MetricRecord({"x": 1.0})})) is None
+
+
+def test_a_sites_store_url_applies_to_qdrant_runs_only():
+    from fedrag_flower.federation.node import site_settings
+    from fedrag_flower.federation.settings import FederationSettings
+
+    node = {"store-url": "http://qdrant-hospital-a:6333", "site-name": "hospital-a"}
+    qdrant = FederationSettings(store_backend="qdrant", store_url="http://elsewhere:6333")
+    assert site_settings(node, qdrant).store_url == "http://qdrant-hospital-a:6333"
+    assert site_settings({}, qdrant).store_url == "http://elsewhere:6333"
+    faiss = FederationSettings(store_backend="faiss")
+    assert site_settings(node, faiss) is faiss  # ignored: this run keeps its FAISS index

@@ -79,6 +79,16 @@ def test_qdrant_payloads_keep_chunk_ids_titles_and_texts():
     assert payloads[1] == {"chunk_id": "fee", "title": None, "text": "four percent"}
 
 
+def test_a_qdrant_server_that_does_not_answer_is_named_in_the_error():
+    import socket
+
+    with socket.socket() as closed:  # a loopback port nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+    with pytest.raises(ConnectionError, match=f"Qdrant server at store-url '{url}' does not"):
+        QdrantKnowledgeStore(["a"], ["text"], np.ones((1, 4), "float32"), url=url)
+
+
 def test_qdrant_on_disk_collection_is_reused_not_uploaded_again(tmp_path, monkeypatch):
     from qdrant_client import QdrantClient
 

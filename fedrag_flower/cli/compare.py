@@ -1,6 +1,8 @@
 """``fedrag-flower compare``: untrained, local-only, federated and centralized, side by side.
 
 fedrag-flower compare --run-config "num-server-rounds=3 pairs-per-round=45" --seeds 0 1 2
+fedrag-flower compare --arms federated --run-config "strategy='fedprox' proximal-mu=0.01" \
+    --output outputs/comparison-fedprox
 """
 
 from __future__ import annotations
@@ -15,11 +17,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "compare",
         help="compare untrained, local-only, federated and centralized training",
         description="Train and evaluate, on the default data split across simulated sites: "
-        "the untrained system, each site alone, FedAvg over all sites (in one process, by "
-        "the federation's own train step and aggregation) and all pairs pooled, with the "
-        "same models, optimizer steps per pair and test questions. Writes runs/ (one result "
-        "per arm and seed; a rerun skips finished ones), comparison.json, comparison.md "
-        "and PNG plots to --output.",
+        "the untrained system, each site alone, all sites federated and all pairs pooled, "
+        "with the same models, optimizer steps per pair and test questions. Every arm runs "
+        "in one process through the server's own round loop and strategy, its sites "
+        "answering with the ClientApp's own functions and mods. The federated arm "
+        "aggregates with the run config's strategy and DP (e.g. \"strategy='fedadam'\" or "
+        "\"dp='client-fixed' dp-noise=0.3 dp-clip=0.5\"); local-only and centralized "
+        "arms always use plain FedAvg without DP (over one site: its own adapters). "
+        "Writes runs/ (one result per arm and seed, recording its aggregation; a rerun "
+        "skips finished ones), comparison.json, comparison.md and PNG plots to --output: "
+        "use one --output per strategy or DP setting.",
     )
     parser.add_argument(
         "--run-config",

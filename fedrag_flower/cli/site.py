@@ -117,6 +117,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="compute threads per ClientApp process (default: this host's CPUs divided by "
         "--sites-on-host)",
     )
+    command.add_argument(
+        "--store-url",
+        default="",
+        help="this site's own Qdrant server (e.g. http://127.0.0.1:6333), where its index "
+        "goes when a run sets store-backend='qdrant' (default: none; embedded Qdrant)",
+    )
     command.set_defaults(func=supernode_command)
 
 
@@ -210,6 +216,7 @@ def supernode_command(args: argparse.Namespace) -> int:
         data_dir=str(data_dir),
         name=args.name or _key_name(creds) or key.parent.name,
         threads=args.threads or deployment.site_threads(args.sites_on_host),
+        store_url=args.store_url or None,
     )
     commands = deployment.site_commands(
         superlink=args.superlink,

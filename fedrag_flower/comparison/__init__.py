@@ -1,6 +1,7 @@
 """Does joining the federation pay? The same base models, budget of optimizer steps per
 training pair and held-out questions for: the untrained system, each site alone, the
-federated system (FedAvg) and a centralized one (all sites' pairs pooled).
+federated system (the run config's strategy, FedAvg by default, optionally with DP) and a
+centralized one (all sites' pairs pooled).
 
     from fedrag_flower.comparison import ComparisonOptions, run_comparison
     run_comparison(ComparisonOptions(seeds=(0, 1, 2), num_sites=3))

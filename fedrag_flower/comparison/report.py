@@ -12,8 +12,15 @@ import statistics
 from dataclasses import asdict
 from pathlib import Path
 
-from fedrag_flower.comparison.arms import CENTRALIZED, FEDERATED, UNTRAINED, local_name
+from fedrag_flower.comparison.arms import (
+    CENTRALIZED,
+    FEDERATED,
+    UNTRAINED,
+    aggregation_label,
+    local_name,
+)
 from fedrag_flower.comparison.evaluation import METRICS
+from fedrag_flower.federation.settings import FederationSettings
 
 CLAIM_METRICS = ("f1", "recall@1")
 """Metrics the claims of the comparison are checked on."""
@@ -171,6 +178,7 @@ def markdown(document: dict, plots: list[str]) -> str:
         "system does not depend on the seed). Settings: "
         + ", ".join(f"`{k}={v}`" for k, v in _run_config(options).items()),
         "",
+        *_aggregation_lines(document),
         "## Whole test set",
         "",
         "| arm | " + " | ".join(_LABELS[m] for m in METRICS) + " |",
@@ -236,6 +244,27 @@ def _run_config(options: dict) -> dict:
     if options["pairs_per_site"]:
         shown["pairs-per-site"] = options["pairs_per_site"]
     return shown
+
+
+def _aggregation_lines(document: dict) -> list[str]:
+    """How the federated arm aggregated (and what DP spent), next to the one-site arms'
+    plain FedAvg."""
+    settings = FederationSettings(**document["options"]["settings"])
+    lines = [
+        f"Federated arm: `{aggregation_label(settings)}`; local-only and centralized arms: "
+        "`fedavg`, no DP (one site: its own adapters).",
+        "",
+    ]
+    federated = document["results"].get(FEDERATED, {})
+    spent = [r["privacy"] for _, r in sorted(federated.items()) if "privacy" in r]
+    if spent:
+        epsilon = ", ".join(f"{p['epsilon']:.3f}" for p in spent)
+        lines += [
+            f"Privacy spent by the federated arm: epsilon {epsilon} at delta "
+            f"{spent[0]['delta']:g} after {spent[0]['releases']} rounds (per seed).",
+            "",
+        ]
+    return lines
 
 
 def _arm_order(arms: dict) -> list[str]:

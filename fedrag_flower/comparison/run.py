@@ -20,6 +20,7 @@ from fedrag_flower.comparison.arms import (
     UNTRAINED,
     Arm,
     SeedModels,
+    aggregation_label,
     comparison_arms,
     pooled_site,
     train_arm,
@@ -162,6 +163,7 @@ def _run_arm(
     result = {
         "arm": name,
         "seed": settings.seed,
+        "aggregation": aggregation_label(arm.settings),
         "settings": asdict(arm.settings),
         "sites": [site.name for site in arm.sites],
         "train_pairs": [len(site.data.train) for site in arm.sites],
@@ -169,6 +171,8 @@ def _run_arm(
         "test": test,
         "rounds": history,
     }
+    if "privacy" in history[-1]:
+        result["privacy"] = history[-1]["privacy"]
     checkpoint.unlink(missing_ok=True)
     return result
 

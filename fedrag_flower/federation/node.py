@@ -10,16 +10,24 @@ and how many compute threads each of its ClientApp processes uses.
   process of the site. Without it PyTorch starts one thread per core in every process,
   so two sites on one host oversubscribe it. ``fedrag-flower supernode-command`` writes
   ``threads`` = the CPUs this host gives one site (:func:`fedrag_flower.deployment.site_threads`).
+- ``store-url`` (text): the site's own Qdrant server. When a run sets
+  ``store-backend = "qdrant"``, the site keeps its index there (it overrides the run
+  config's ``store-url``: each hospital knows where its server is, the coordinator does
+  not); with any other backend it is ignored.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 
+from fedrag_flower.federation.settings import FederationSettings
+
 SITE_NAME_KEY = "site-name"
 THREADS_KEY = "threads"
+STORE_URL_KEY = "store-url"
 # The reply's ConfigRecord that names the site.
 SITE_RECORD = "site"
 
@@ -54,6 +62,15 @@ def apply_compute_threads(node_config: Mapping) -> int:
     if threads is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+def site_settings(node_config: Mapping, settings: FederationSettings) -> FederationSettings:
+    """The run's settings as this site applies them: with ``store-backend = "qdrant"``, the
+    node config's ``store-url`` (the site's own server) replaces the run config's."""
+    url = str(node_config.get(STORE_URL_KEY, "")).strip()
+    if url and settings.store_backend == "qdrant":
+        return replace(settings, store_url=url)
+    return settings
 
 
 def site_record(name: str):

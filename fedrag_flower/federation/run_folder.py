@@ -10,6 +10,7 @@ Layout::
         strategy_state.npz     the strategy's arrays (FedAvgM momentum, FedOpt moments)
       final/                   the shared fine-tuned system, with the server corpus' store
       metrics.json, metrics.png
+      tensorboard/ or mlflow/  run-config ``tracking``: each round logged as it ends
 
 Each ``round-NNN`` folder is assembled beside its place and renamed in (``atomic_directory``),
 so a checkpoint is complete or absent. ``resume-from="<run folder>"`` continues from the
@@ -35,14 +36,16 @@ from fedrag_flower.federation.reporting import write_json_atomic, write_report
 from fedrag_flower.federation.rounds import RoundReport
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.strategies import load_strategy_state, strategy_state
-from fedrag_flower.federation.tracking import log_history, make_tracker
+from fedrag_flower.federation.tracking import Tracker, check_tracking, make_tracker
 from fedrag_flower.rag.system import MANIFEST, RAGSystem
 
 SERVER_STATE = "server_state.json"
 STRATEGY_ARRAYS = "strategy_state.npz"
 ROUND_FOLDER = re.compile(r"^round-(\d{3,})$")
 # Keys a resumed run may change; every other setting must equal the stopped run's.
-RESUMABLE_CHANGES = {"num_server_rounds", "resume_from", "output_dir", "round_timeout", "min_sites"}
+RESUMABLE_CHANGES = {
+    "num_server_rounds", "resume_from", "output_dir", "round_timeout", "min_sites", "tracking"
+}  # fmt: skip
 
 
 class CheckpointError(ValueError):
@@ -69,8 +72,8 @@ class RunFolder:
         self.stops: list[dict] = []
         self.next_round = 1
         self.arrays: ArrayRecord = adapter_arrays(rag_system.adapter_state_dict())
-        # Experiment tracking (run-config `tracking`): made here, so a wrong key fails early.
-        self.tracker = make_tracker(settings.tracking, self.folder)
+        # Experiment tracking (run-config `tracking`), opened by create / resume.
+        self.tracker: Tracker | None = None
 
     # -- starting ---------------------------------------------------------------------------
 
@@ -78,6 +81,7 @@ class RunFolder:
     def create(cls, settings, rag_system, strategy, run_config) -> RunFolder:
         """A new ``run-<time>`` folder under ``output-dir``, with the round-0 checkpoint
         (the seeded initial adapters)."""
+        check_tracking(settings.tracking)  # a wrong key fails before any folder is made
         stamp = time.strftime("%Y%m%d-%H%M%S")
         folder = Path(settings.output_dir).resolve() / f"run-{stamp}"
         suffix = 1
@@ -89,6 +93,9 @@ class RunFolder:
         random.seed(settings.seed)
         np.random.seed(settings.seed)  # Flower's DP noise draws from numpy's global generator
         run.save_checkpoint(0)
+        run.tracker = make_tracker(settings.tracking, folder)
+        if run.tracker is not None:
+            run.tracker.log_settings(asdict(settings))
         return run
 
     @classmethod
@@ -97,6 +104,7 @@ class RunFolder:
         adapters, history, strategy state and random generators. Raises
         ``CheckpointError`` (writing nothing) for a folder that is not a run, a checkpoint
         written with other settings, or one that cannot be read."""
+        check_tracking(settings.tracking)
         folder = Path(folder).resolve()
         checkpoint = last_checkpoint(folder)
         run = cls(folder, settings, rag_system, strategy, run_config)
@@ -135,17 +143,26 @@ class RunFolder:
         run.history = list(state["history"])
         run.stops = _previous_stops(folder)
         run.next_round = done + 1
+        # The same tracker log continues; rounds it missed are logged from the history.
+        run.tracker = make_tracker(settings.tracking, folder, first_round=run.next_round)
+        if run.tracker is not None:
+            if not run.tracker.logged_rounds():  # tracking switched on now: a new log
+                run.tracker.log_settings(asdict(settings))
+            run.tracker.catch_up(run.history)
         return run
 
     # -- each round ---------------------------------------------------------------------------
 
     def end_of_round(self, report: RoundReport, arrays: ArrayRecord) -> None:
         """The per-round hook: checkpoint the round's global adapters with the server's
-        state, then rewrite metrics.json / metrics.png."""
+        state, rewrite metrics.json / metrics.png, then log the round to the experiment
+        tracker (after the checkpoint, so a resumed run never logs a round twice)."""
         self.history.append(report.as_dict())
         self.arrays = arrays
         self.save_checkpoint(report.round)
         self.write_report()
+        if self.tracker is not None:
+            self.tracker.log_round(self.history[-1])
 
     def save_checkpoint(self, server_round: int) -> Path:
         self.rag_system.load_adapter_state_dict(adapter_state(self.arrays))
@@ -182,6 +199,9 @@ class RunFolder:
             }
         )
         self.write_report()
+        if self.tracker is not None:
+            self.tracker.close(finished=False)
+            self.tracker = None
 
     # -- the end -------------------------------------------------------------------------
 
@@ -200,7 +220,9 @@ class RunFolder:
             include_store=len(self.rag_system.knowledge_store) > 0,
         )
         self.write_report(sizes=model_sizes(self.rag_system))
-        log_history(self.tracker, self.history)  # the same history, one step a round
+        if self.tracker is not None:
+            self.tracker.close()
+            self.tracker = None
         return final
 
     def write_report(self, sizes: dict | None = None) -> None:

@@ -9,28 +9,12 @@ The rest of the server lives beside this: ``strategies`` (which Flower strategy)
 from __future__ import annotations
 
 import numpy as np
-from flwr.app import ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
+from flwr.app import ArrayRecord
 
-from fedrag_flower.federation.adapters import adapter_arrays, merge_into
+from fedrag_flower.federation.adapters import adapter_arrays
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.rag.knowledge_store import KnowledgeStore
 from fedrag_flower.rag.system import RAGSystem
-
-
-def fedavg_adapters(
-    global_arrays: ArrayRecord, replies: list[RecordDict], weight_key: str = "num-examples"
-) -> tuple[ArrayRecord, MetricRecord]:
-    """One round's FedAvg of the sites' train replies as a plain function, for the
-    in-process comparison (``fedrag_flower.comparison``): what the app's ``fedavg`` strategy
-    (Flower's ``FedAvg`` inside ``AdapterStrategy``) computes from accepted replies.
-
-    Adapters: theta = sum_i n_i theta_i / sum_i n_i over the sites' tensors (Flower's
-    FedAvg average, weights n_i = ``weight_key``), merged into ``global_arrays`` so a side
-    no site sent keeps its global tensors. Metrics: the same n_i-weighted mean.
-    """
-    arrays = merge_into(global_arrays, aggregate_arrayrecords(replies, weight_key))
-    return arrays, aggregate_metricrecords(replies, weight_key)
 
 
 def server_rag_system(settings: FederationSettings) -> RAGSystem:

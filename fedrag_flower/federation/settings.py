@@ -94,8 +94,9 @@ class FederationSettings:
             ``faiss-ivf`` (approximate, for large corpora), ``qdrant`` (embedded, or the
             server at ``store_url``); see ``fedrag_flower.rag.store_backends``.
         store_url: a Qdrant server's URL for ``store_backend = "qdrant"`` ('' = embedded).
-        tracking: also log per-round metrics to an experiment tracker: ``none`` or
-            ``tensorboard`` (``fedrag_flower.federation.tracking``).
+        tracking: also log each round's metrics, live, to an experiment tracker in the run
+            folder: ``none``, ``tensorboard`` or ``mlflow``
+            (``fedrag_flower.federation.tracking``).
     """
 
     num_server_rounds: int = 2

@@ -47,6 +47,7 @@ class QdrantKnowledgeStore(BaseKnowledgeStore):
     ) -> None:
         try:
             from qdrant_client import QdrantClient, models
+            from qdrant_client.http.exceptions import ResponseHandlingException
         except ImportError as error:
             raise ImportError(
                 "the Qdrant knowledge store needs qdrant-client: "
@@ -61,7 +62,13 @@ class QdrantKnowledgeStore(BaseKnowledgeStore):
         else:
             self.client = QdrantClient(path=str(location))
         self.collection = collection or f"fedrag-{self.content_hash()[:16]}"
-        self._fill_collection(models)
+        try:
+            self._fill_collection(models)
+        except ResponseHandlingException as error:  # no answer: name the server, say what to do
+            raise ConnectionError(
+                f"the Qdrant server at store-url {url!r} does not answer ({error}): start it "
+                "(docker compose: --profile qdrant) or fix the site's store-url"
+            ) from None
 
     def _build_index(self) -> None:
         """Nothing yet: the collection is filled once the client exists (``__init__``)."""
