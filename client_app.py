@@ -1,5 +1,12 @@
 """ClientApp: one site's local RALT/LSR round and evaluation on its own data."""
 
+# ruff: noqa: E402 - the startup clock's first mark goes before the heavy imports
+
+from fedrag_flower.federation.startup import mark
+
+# Imports below this mark are timed as the "imports" phase of the process' startup.
+mark("flower")  # Python and Flower's ClientApp process up, message and app fetched
+
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
@@ -13,6 +20,8 @@ from fedrag_flower.federation.site_replies import (
     server_round,
     train_reply,
 )
+
+mark("imports")  # a deployment ClientApp process pays this once per message
 
 app = ClientApp(mods=SITE_MODS)  # clips updates only when the server asks (DP)
 
@@ -33,6 +42,7 @@ def _prepare(context: Context):
         context.node_config, FederationSettings.from_run_config(context.run_config)
     )
     site = _site(context, settings)
+    mark("data")
     return site, site_rag_system(site, settings), settings
 
 

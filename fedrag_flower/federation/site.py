@@ -20,6 +20,7 @@ from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
 from fedrag_flower.federation.node import data_limits, site_name
 from fedrag_flower.federation.settings import FederationSettings
+from fedrag_flower.federation.startup import mark, startup_metrics
 from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.generator import Generator
 from fedrag_flower.rag.retriever import Retriever
@@ -96,6 +97,7 @@ def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
         retriever = Retriever(settings.retriever_model, None, settings.retriever_lora())
         generator = Generator(settings.generator_model, settings.generator_lora())
         _MODELS[models_key] = (retriever, generator)
+    mark("models")
     retriever, generator = _MODELS[models_key]
     store_key = repr((str(site.store_dir), settings.store_backend, settings.store_url))
     if store_key not in _STORES:
@@ -106,6 +108,7 @@ def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
             retriever,
             **store_options(settings.store_backend, settings.store_url),
         )
+    mark("index")
     return RAGSystem(retriever, _STORES[store_key], generator, settings.rag_config())
 
 
@@ -124,10 +127,11 @@ def train_site(
     rag_system: RAGSystem, site: Site, settings: FederationSettings, server_round: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
     """One round of local training; returns the trained adapters' tensors (prefixed) and
-    scalar metrics, ``num-examples`` included (the FedAvg weight: training pairs used)."""
+    scalar metrics, ``num-examples`` included (the FedAvg weight: training pairs used), and
+    in a process' first round its startup cost (:mod:`fedrag_flower.federation.startup`)."""
     start = time.perf_counter()
     pairs = round_pairs(site.data.train, settings, server_round)
-    metrics: dict[str, float] = {"num-examples": float(len(pairs))}
+    metrics: dict[str, float] = {"num-examples": float(len(pairs)), **startup_metrics()}
     state: dict[str, torch.Tensor] = {}
     with torch.random.fork_rng(devices=[]):  # dropout masks: see round_seed
         torch.manual_seed(round_seed(settings, site, server_round))

@@ -22,6 +22,7 @@ from fedrag_flower.federation.node import site_record
 from fedrag_flower.federation.privacy import site_clipping_mod
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site, evaluate_site, train_site
+from fedrag_flower.federation.startup import mark
 from fedrag_flower.rag.system import RAGSystem
 
 SITE_MODS = [site_clipping_mod]
@@ -40,6 +41,7 @@ def train_reply(
     """Load the message's global adapters into ``rag_system``, train one local round on
     ``site``'s pairs, and reply with the trained adapters and metrics."""
     rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
+    mark("adapters")
     state, metrics = train_site(rag_system, site, settings, server_round(msg))
     content = RecordDict(
         {
