@@ -20,6 +20,19 @@ from fedrag_flower.rag.lora import LoraSettings, attach_lora
 
 TINY_LORA = LoraSettings(r=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
 
+# Federation settings small enough for tiny models: one step per trainer per round.
+TINY_FEDERATION_SETTINGS = dict(
+    mode="ralt+lsr",
+    local_steps=1,
+    pairs_per_round=2,
+    batch_size=2,
+    lsr_batch_size=2,
+    lsr_top_k=2,
+    top_k=2,
+    max_length=160,
+    lora_dropout=0.0,
+)
+
 TINY_CORPUS = [
     {"id": "permit", "text": "A building permit takes six to twelve weeks to be granted."},
     {"id": "fee", "text": "The licence fee is four percent of the construction budget."},

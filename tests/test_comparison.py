@@ -26,18 +26,7 @@ from fedrag_flower.data import SiteData
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site
 from tests.conftest import TINY_CORPUS, TINY_QA
-
-TINY_SETTINGS = dict(
-    mode="ralt+lsr",
-    local_steps=1,
-    pairs_per_round=2,
-    batch_size=2,
-    lsr_batch_size=2,
-    lsr_top_k=2,
-    top_k=2,
-    max_length=160,
-    lora_dropout=0.0,
-)
+from tests.conftest import TINY_FEDERATION_SETTINGS as TINY_SETTINGS
 
 
 def tiny_sites(tmp_path, sizes=(3, 3)) -> list[Site]:

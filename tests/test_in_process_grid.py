@@ -15,20 +15,9 @@ from fedrag_flower.federation.rounds import run_rounds
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site, train_site
 from fedrag_flower.federation.strategies import build_strategy
-from tests.conftest import TINY_CORPUS, TINY_QA
+from tests.conftest import TINY_CORPUS, TINY_FEDERATION_SETTINGS, TINY_QA
 
-TINY_SETTINGS = dict(
-    mode="ralt+lsr",
-    local_steps=1,
-    pairs_per_round=2,
-    batch_size=2,
-    lsr_batch_size=2,
-    lsr_top_k=2,
-    top_k=2,
-    max_length=160,
-    lora_dropout=0.0,
-    fraction_evaluate=0.0,
-)
+TINY_SETTINGS = TINY_FEDERATION_SETTINGS | dict(fraction_evaluate=0.0)
 
 
 def tiny_sites(tmp_path, sizes=(2, 1), test=0) -> list[Site]:
