@@ -12,7 +12,7 @@ a table. Not a test: figures vary with the machine; compare them as ratios.
 
 ``--loopback`` starts the deployment topology of docker-compose.yml as processes on
 127.0.0.1 (SuperLink, ServerApp SuperExec, one SuperNode and ClientApp SuperExec per
-site; ``tests/deployment_topology.py``), each site on its share of the default data
+site; ``fedrag_flower/loopback.py``), each site on its share of the default data
 written to files, runs a tiny training budget (``LOOPBACK``), stops every process by PID
 and prints, per train message, the ClientApp process' startup by phase (the sites'
 ``startup-*`` metrics, :mod:`fedrag_flower.federation.startup`): every message starts a
@@ -61,8 +61,7 @@ def run_simulation(run_config: str, sites: int, workdir: Path) -> Path:
 
 def run_loopback(run_config: str, sites: int, workdir: Path, timeout: float) -> Path:
     """The run on the loopback deployment; returns its metrics.json."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from deployment_topology import LoopbackDeployment, SiteSpec
+    from fedrag_flower.loopback import LoopbackDeployment, SiteSpec
 
     specs = [
         SiteSpec(f"site-{i}", write_site_files(workdir / "data", i, sites)) for i in range(sites)

@@ -12,7 +12,7 @@ one or more sites (hospitals), each running a SuperNode and a SuperExec for its 
 
 This module is the single place that builds those processes' argument lists. The
 ``docker-compose.yml`` at the repository root, the loopback deployment tests
-(``tests/deployment_topology.py``) and the commands ``fedrag-flower supernode-command``
+(``fedrag_flower/loopback.py``) and the commands ``fedrag-flower supernode-command``
 (a hospital) and ``fedrag-flower coordinator-command`` (the coordinator, without Docker)
 all use it, and ``tests/test_deployment.py`` checks that the compose file's commands equal
 what these functions return, so they cannot drift apart. :func:`shell_command` turns an

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from deployment_topology import (
+from fedrag_flower.loopback import (
     COMPOSE_SITES,
     LoopbackDeployment,
     SiteSpec,

@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 import torch
-from deployment_topology import LoopbackDeployment, SiteSpec
+from fedrag_flower.loopback import LoopbackDeployment, SiteSpec
 from safetensors.torch import load_file
 from test_deployment import ROOT, write_hospital_data
 
