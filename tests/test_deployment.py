@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from fedrag_flower import deployment as dep
 from fedrag_flower.loopback import (
     COMPOSE_SITES,
     LoopbackDeployment,
@@ -27,8 +29,6 @@ from fedrag_flower.loopback import (
     tail,
     wait_for_port,
 )
-
-from fedrag_flower import deployment as dep
 from fedrag_flower.processes import stop_process_tree
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,10 +16,10 @@ import time
 import psutil
 import pytest
 import torch
-from fedrag_flower.loopback import LoopbackDeployment, SiteSpec
 from safetensors.torch import load_file
 from test_deployment import ROOT, write_hospital_data
 
+from fedrag_flower.loopback import LoopbackDeployment, SiteSpec
 from fedrag_flower.processes import alive, process_tree
 from fedrag_flower.rag.system import RAGSystem
 
