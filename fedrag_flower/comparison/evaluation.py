@@ -3,16 +3,18 @@ test questions, all answered from one knowledge store."""
 
 from __future__ import annotations
 
-import math
 import time
 
-from fedrag_flower.evaluation.rag_eval import evaluate_rag
+from fedrag_flower.evaluation.metrics import exact_match, mean, token_f1
+from fedrag_flower.evaluation.rag_eval import answer_rows, evaluate_rag
 from fedrag_flower.rag.system import RAGSystem
 
 METRICS = ("f1", "em", "recall@1", "recall@3", "nll")
 """Figures every arm reports; higher is better for all but ``nll``."""
 
-_ROW_MEANS = ("f1", "em", "seconds_per_answer")
+ANSWER_BATCH = 32
+"""Answers generated at once: the whole test set is answered in one pass of such batches
+(not site by site, which would leave a short batch per site)."""
 
 
 def evaluate_on_sites(
@@ -20,11 +22,12 @@ def evaluate_on_sites(
 ) -> dict:
     """``{"all": metrics, "sites": {name: metrics}}`` of ``rag_system``.
 
-    Each site's rows are answered once (generation is the slow part); the sites' test rows
-    must partition ``test_rows``, so the whole set's F1 and EM (means over rows) are the
-    row-weighted means of the sites': F1_all = sum_s n_s F1_s / sum_s n_s. Recall@k and
-    NLL per token of the whole set are computed on the whole set (NLL is per token, not per
-    row, so it does not combine by rows). Metrics are those of ``evaluate_rag``.
+    Every test question is answered once, in batches of ``ANSWER_BATCH`` across sites
+    (generation is the slow part); the sites' test rows must partition ``test_rows``. A
+    site's F1 and EM are means over its rows' answers, the whole set's over all rows.
+    Recall@k and NLL per token are computed on each site's rows and on the whole set (NLL
+    is per token, not per row, so it does not combine by rows). Metrics are those of
+    ``evaluate_rag``.
     """
     ids = [row["id"] for row in test_rows]
     site_ids = [row["id"] for rows in site_rows.values() for row in rows]
@@ -34,14 +37,23 @@ def evaluate_on_sites(
             f"({len(ids)}), each on one site"
         )
     start = time.perf_counter()
+    answers, seconds = answer_rows(rag_system, test_rows, ANSWER_BATCH)
+    f1 = {row["id"]: token_f1(a, row["response"]) for a, row in zip(answers, test_rows)}
+    em = {row["id"]: exact_match(a, row["response"]) for a, row in zip(answers, test_rows)}
+
+    def with_answers(metrics: dict, rows: list[dict]) -> dict:
+        metrics["f1"] = mean(f1[row["id"]] for row in rows)
+        metrics["em"] = mean(em[row["id"]] for row in rows)
+        metrics["seconds_per_answer"] = seconds / len(test_rows)
+        return metrics
+
     sites = {
-        name: evaluate_rag(rag_system, rows, ks=(1, 3)) for name, rows in site_rows.items() if rows
+        name: with_answers(evaluate_rag(rag_system, rows, generate=False, ks=(1, 3)), rows)
+        for name, rows in site_rows.items()
+        if rows
     }
-    overall = evaluate_rag(rag_system, test_rows, generate=False, ks=(1, 3))
-    total = sum(len(rows) for rows in site_rows.values())
-    for key in _ROW_MEANS:
-        overall[key] = math.fsum(
-            sites[name][key] * len(rows) for name, rows in site_rows.items() if rows
-        ) / max(total, 1)
+    overall = with_answers(
+        evaluate_rag(rag_system, test_rows, generate=False, ks=(1, 3)), test_rows
+    )
     overall["eval_seconds"] = time.perf_counter() - start
     return {"all": overall, "sites": sites}

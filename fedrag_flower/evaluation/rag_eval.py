@@ -39,6 +39,23 @@ def response_nll(
     return total / max(count, 1)
 
 
+def answer_rows(
+    rag_system: RAGSystem, rows: list[dict], batch_size: int = 8, progress: bool = False
+) -> tuple[list[str], float]:
+    """Greedy answers to the rows' queries, ``batch_size`` at a time, and the seconds taken.
+
+    Larger batches amortise reading the weights over more rows (on 2 CPU cores 32 answers
+    at once take about half the time per answer of 8) at the cost of their KV cache
+    (~0.8 GB for 32 default prompts).
+    """
+    start = time.perf_counter()
+    answers = []
+    for i in tqdm(range(0, len(rows), batch_size), desc="answering", disable=not progress):
+        queries = [row["query"] for row in rows[i : i + batch_size]]
+        answers += [r.answer for r in rag_system.batch_query(queries, batch_size)]
+    return answers, time.perf_counter() - start
+
+
 def evaluate_rag(
     rag_system: RAGSystem,
     rows: list[dict],
@@ -64,13 +81,8 @@ def evaluate_rag(
     metrics["nll"] = response_nll(rag_system, rows, progress=progress)
     if generate:
         answered = rows[:max_answers] if max_answers > 0 else rows
-        start = time.perf_counter()
-        answers = []
-        starts = range(0, len(answered), batch_size)
-        for i in tqdm(starts, desc="answering", disable=not progress):
-            queries = [row["query"] for row in answered[i : i + batch_size]]
-            answers += [r.answer for r in rag_system.batch_query(queries, batch_size)]
-        metrics["seconds_per_answer"] = (time.perf_counter() - start) / len(answered)
+        answers, seconds = answer_rows(rag_system, answered, batch_size, progress)
+        metrics["seconds_per_answer"] = seconds / len(answered)
         metrics["f1"] = mean(token_f1(a, row["response"]) for a, row in zip(answers, answered))
         metrics["em"] = mean(exact_match(a, row["response"]) for a, row in zip(answers, answered))
     metrics["num_examples"] = float(len(rows))
