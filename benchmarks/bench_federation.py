@@ -103,8 +103,9 @@ def write_site_files(folder: Path, site: int, sites: int) -> dict:
 def report_startup(metrics_path: Path) -> None:
     """Per train message: the ClientApp process' startup, by phase, in seconds."""
     document = json.loads(metrics_path.read_text())
-    columns = ("total", *STARTUP_PHASES, "train")
-    print("\nClientApp startup per train message (process creation -> training starts), s")
+    columns = ("total", *STARTUP_PHASES, "train", "peak GB")
+    print("\nClientApp startup per train message (process creation -> training starts), s;")
+    print("peak GB: the ClientApp process' peak resident memory at the end of its round")
     print(f"{'round':>5} {'site':>8} " + " ".join(f"{c:>8}" for c in columns))
     totals = []
     for entry in document["history"]:
@@ -114,7 +115,7 @@ def report_startup(metrics_path: Path) -> None:
                 continue
             totals.append(m["startup-seconds"])
             values = [m["startup-seconds"], *(m[f"startup-{p}-seconds"] for p in STARTUP_PHASES)]
-            values.append(m.get("train-seconds", 0.0))
+            values += [m.get("train-seconds", 0.0), m.get("peak-memory-gb", 0.0)]
             print(
                 f"{entry['round']:>5} {site.get('site', '?'):>8} "
                 + " ".join(f"{v:>8.2f}" for v in values)

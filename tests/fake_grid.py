@@ -9,6 +9,8 @@ from uuid import uuid4
 import numpy as np
 from flwr.app import Array, ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 
+from fedrag_flower.federation.adapters import received_arrays
+
 # A site: (incoming content, message type, server round) -> reply content, an Error,
 # NODE_GONE (the SuperLink answers for it: node unavailable) or None (no reply in time).
 Site = Callable[[RecordDict, str, int], "RecordDict | Error | str | None"]
@@ -49,7 +51,7 @@ class FakeGrid:
             self.sent.append(message)
             site = self.sites[message.metadata.dst_node_id]
             server_round = int(message.content["config"]["server-round"])
-            out = site(message.content, message.metadata.message_type, server_round)
+            out = site(unpacked(message.content), message.metadata.message_type, server_round)
             if out is NODE_GONE:  # the reply the SuperLink itself writes, as Flower does
                 replies.append(
                     create_message_error_unavailable_res_message(message.metadata, "node_unavail")
@@ -57,6 +59,16 @@ class FakeGrid:
             elif out is not None:
                 replies.append(Message(out, reply_to=message))
         return replies
+
+
+def unpacked(content: RecordDict) -> RecordDict:
+    """What a site function sees: the content with its adapters by key, as a real site
+    unpacks them (``site_replies.load_global_adapters``)."""
+    if "arrays" not in content.array_records:
+        return content
+    records = dict(content.items())
+    records["arrays"] = received_arrays(content)
+    return RecordDict(records)
 
 
 def arrays_of(record: ArrayRecord) -> dict[str, np.ndarray]:

@@ -50,6 +50,69 @@ def test_adapter_record_round_trip_is_exact():
         assert torch.equal(back[key], value)
 
 
+def test_packed_adapters_are_one_array_a_side_and_unpack_exactly_by_the_layout_sent():
+    from flwr.app import ConfigRecord
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+
+    from fedrag_flower.federation.adapters import (
+        LAYOUT_KEY,
+        pack_content,
+        pack_sides,
+        received_arrays,
+    )
+
+    state = {f"generator.l{i}.lora_{ab}": torch.randn(3, 2 + i) for i in range(12) for ab in "AB"}
+    state |= {"retriever.q.lora_A": torch.randn(2, 5), "retriever.s": torch.randn(())}
+    record = adapter_arrays(state)
+    content = RecordDict({"arrays": record, "config": ConfigRecord({"server-round": 1})})
+    objects_before = len(get_all_nested_objects(content))
+    pack_content(content)
+    assert set(content["arrays"].keys()) == {"generator", "retriever"}
+    assert len(get_all_nested_objects(content)) < objects_before / 5  # Flower's objects
+    assert len(content["config"][LAYOUT_KEY]) == len(state)
+    back = adapter_state(received_arrays(content))
+    assert list(back) == sorted(state)
+    for key, value in state.items():
+        assert torch.equal(back[key], value)
+    pack_content(content)  # a record already packed (shared by messages) stays as it is
+    assert set(content["arrays"].keys()) == {"generator", "retriever"}
+    with pytest.raises(ValueError, match="mixes dtypes"):
+        pack_sides(
+            adapter_arrays(
+                {"generator.a": torch.zeros(2), "generator.b": torch.zeros(2, dtype=torch.float64)}
+            )
+        )
+
+
+def test_a_site_refuses_adapters_of_another_layout_naming_the_tensor():
+    from flwr.app import ConfigRecord
+
+    from fedrag_flower.federation.adapters import pack_content
+    from fedrag_flower.federation.site_replies import load_global_adapters
+
+    class System:  # what load_global_adapters uses of a RAGSystem
+        loaded = None
+
+        def adapter_state_dict(self):
+            return {"generator.a": torch.zeros(2, 4), "retriever.b": torch.zeros(3)}
+
+        def load_adapter_state_dict(self, state):
+            self.loaded = state
+
+    def message(state):
+        content = RecordDict({"arrays": adapter_arrays(state), "config": ConfigRecord({})})
+        pack_content(content)
+        return Message(content, dst_node_id=1, message_type="train")
+
+    FakeGrid({})  # sets the task identity Messages need
+    system = System()
+    assert load_global_adapters(message(system.adapter_state_dict()), system) is True
+    assert set(system.loaded) == {"generator.a", "retriever.b"}
+    wrong = {"generator.a": torch.zeros(4, 2), "retriever.b": torch.zeros(3)}  # same size
+    with pytest.raises(ValueError, match=r"'generator.a' with shape \(4, 2\).*\(2, 4\)"):
+        load_global_adapters(message(wrong), system)
+
+
 def test_settings_read_the_app_run_config_and_name_bad_keys():
     import tomllib
     from pathlib import Path

@@ -6,12 +6,18 @@ from __future__ import annotations
 import numpy as np
 from flwr.app import Message, MetricRecord, RecordDict
 
+from fedrag_flower.federation.adapters import (
+    adapter_layout,
+    pack_sides,
+    received_arrays,
+    unpack_sides,
+)
 from fedrag_flower.federation.privacy import site_clipping_mod
 from fedrag_flower.federation.rounds import run_rounds
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.strategies import build_strategy
 from fedrag_flower.federation.update_checks import update_norm
-from tests.fake_grid import FakeGrid, arrays_of, record_of
+from tests.fake_grid import FakeGrid, arrays_of, record_of, unpacked
 
 GLOBAL = {
     "generator.a": np.zeros(6, np.float32),
@@ -32,13 +38,19 @@ class ClientAppGrid(FakeGrid):
             site = self.sites[message.metadata.dst_node_id]
 
             def app(msg, context, site=site):
+                # As a real site: adapters unpacked on arrival, the reply packed likewise.
                 rnd = int(msg.content["config"]["server-round"])
-                return Message(site(msg.content, msg.metadata.message_type, rnd), reply_to=msg)
+                out = site(unpacked(msg.content), msg.metadata.message_type, rnd)
+                if "arrays" in out.array_records:
+                    out["arrays"] = pack_sides(out["arrays"])
+                return Message(out, reply_to=msg)
 
             reply = site_clipping_mod(message, None, app)
             if message.metadata.message_type == "train":
-                sent = arrays_of(message.content["arrays"])
-                self.replies.append((sent, arrays_of(reply.content["arrays"])))
+                layout = adapter_layout(received_arrays(message.content))
+                sent = arrays_of(received_arrays(message.content))
+                got = arrays_of(unpack_sides(reply.content["arrays"], layout))
+                self.replies.append((sent, got))
             replies.append(reply)
         return replies
 

@@ -8,6 +8,7 @@ from flwr.app import Error
 from flwr.serverapp.strategy import FedAvg
 
 from fedrag_flower.federation.adapter_strategy import AdapterStrategy, TooFewSitesError
+from fedrag_flower.federation.adapters import pack_sides
 from fedrag_flower.federation.rounds import run_rounds
 from fedrag_flower.federation.update_checks import check_updates
 from tests.fake_grid import NODE_GONE, FakeGrid, arrays_of, record_of, training_site
@@ -45,12 +46,16 @@ def poisoned(kind: str):
         elif kind == "100x norm":
             arrays = {k: v + 100 * (v - GLOBAL[k]) for k, v in arrays.items()}
         reply["arrays"] = record_of(arrays)
+        if kind == "packed, wrong size":  # the wire form, one value short of the layout
+            packed = pack_sides(reply["arrays"])
+            reply["arrays"] = record_of({"generator": packed["generator"].numpy()[:-1]})
         return reply
 
     return site
 
 
 KINDS = ["wrong key", "wrong shape", "wrong dtype", "NaN", "Inf", "100x norm"]
+KINDS += ["packed, wrong size"]
 REASONS = {
     "wrong key": "unexpected keys ['generator.extra']",
     "wrong shape": "has shape (4,), expected (3,)",
@@ -58,6 +63,7 @@ REASONS = {
     "NaN": "'generator.b' holds NaN",
     "Inf": "'retriever.c' holds Inf",
     "100x norm": "more than 10x the median",
+    "packed, wrong size": "the generator adapter received holds 4 values",
 }
 
 
@@ -74,7 +80,7 @@ def test_each_poisoned_kind_is_rejected_and_the_round_averages_the_honest_replie
     for key, value in arrays_of(final).items():
         np.testing.assert_allclose(value, GLOBAL[key] + 0.3125, rtol=1e-6)
     failures = {f["node"]: f for f in reports[0].failures}
-    assert set(failures) == {11, 12, 13, 14, 15, 16}
+    assert set(failures) == {11 + i for i in range(len(KINDS))}
     for i, kind in enumerate(KINDS):
         record = failures[11 + i]
         assert record["kind"] == "rejected" and record["round"] == 1 and record["stage"] == "train"

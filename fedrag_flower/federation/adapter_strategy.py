@@ -22,6 +22,9 @@ DP wrapper, ...) the way Flower's own DP wrappers do, and adds, per round:
   and the aggregate's untrained side is then replaced by the global tensors, bit for bit;
 - **min-sites**: fewer than ``min_sites`` accepted training replies raises
   ``TooFewSitesError`` before anything is aggregated or saved;
+- **the wire form**: the messages it sends carry each side's adapter as one flat array
+  (``adapters.pack_sides``: Flower sends every array as its own object); replies are
+  unpacked to the global tensors' keys and shapes before anything else looks at them;
 - **a fixed order**: the wrapped strategy gets the accepted replies sorted by site name,
   then node id, not in the order they arrived. Float addition is not associative, so
   FedAvg's ``sum_i n_i theta_i`` in arrival order can differ in the last bits between two
@@ -44,7 +47,12 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from fedrag_flower.federation.adapters import merge_into
+from fedrag_flower.federation.adapters import (
+    adapter_layout,
+    merge_into,
+    pack_content,
+    unpack_sides,
+)
 from fedrag_flower.federation.node import reply_site_name
 from fedrag_flower.federation.update_checks import DEFAULT_NORM_FACTOR, check_updates
 
@@ -135,7 +143,7 @@ class AdapterStrategy(Strategy):
     ) -> Iterable[Message]:
         self._global = arrays
         self._learn_registered_names(grid)
-        messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
+        messages = _packed(self.strategy.configure_train(server_round, arrays, config, grid))
         # The Message objects themselves: the Grid gives them their ids when it sends them,
         # and a reply the SuperLink writes for a vanished node is known only by that id.
         self._sent[("train", server_round)] = messages
@@ -167,7 +175,7 @@ class AdapterStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        messages = list(self.strategy.configure_evaluate(server_round, arrays, config, grid))
+        messages = _packed(self.strategy.configure_evaluate(server_round, arrays, config, grid))
         self._sent[("evaluate", server_round)] = messages
         return messages
 
@@ -255,8 +263,9 @@ class AdapterStrategy(Strategy):
         self, server_round: int, answered: list[Message]
     ) -> tuple[list[Message], list[SiteEvent]]:
         structural, candidates = [], []
+        layout = adapter_layout(self._global)
         for message in answered:
-            problem = _structure_problem(message.content)
+            problem = _structure_problem(message.content) or _unpack(message.content, layout)
             if problem:
                 structural.append((message, problem))
             else:
@@ -366,6 +375,27 @@ def _arrays(content: RecordDict) -> ArrayRecord:
 
 def _metrics(content: RecordDict) -> MetricRecord:
     return next(iter(content.metric_records.values()))
+
+
+def _packed(messages: Iterable[Message]) -> list[Message]:
+    """The messages with their adapters in the wire form (messages may share one
+    RecordDict: each record is packed once)."""
+    messages = list(messages)
+    for message in messages:
+        if message.has_content():
+            pack_content(message.content)
+    return messages
+
+
+def _unpack(content: RecordDict, layout: dict) -> str | None:
+    """Unpack the reply's adapters in place (``layout``: the global tensors' shapes);
+    the reason to reject it where they do not fit."""
+    key, record = next(iter(content.array_records.items()))
+    try:
+        content[key] = unpack_sides(record, layout)
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _structure_problem(content: RecordDict) -> str | None:

@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from flwr.app import Message, MetricRecord, RecordDict
 
-from fedrag_flower.federation.adapters import adapter_arrays, adapter_state
+from fedrag_flower.federation.adapters import (
+    SIDES,
+    adapter_arrays,
+    adapter_layout,
+    adapter_state,
+    is_packed,
+    layout_mismatch,
+    pack_sides,
+    received_arrays,
+)
 from fedrag_flower.federation.node import site_record
 from fedrag_flower.federation.privacy import site_clipping_mod
 from fedrag_flower.federation.settings import FederationSettings
@@ -40,12 +49,13 @@ def train_reply(
 ) -> Message:
     """Load the message's global adapters into ``rag_system``, train one local round on
     ``site``'s pairs, and reply with the trained adapters and metrics."""
-    rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
+    packed = load_global_adapters(msg, rag_system)
     mark("adapters")
     state, metrics = train_site(rag_system, site, settings, server_round(msg))
+    arrays = adapter_arrays(state)
     content = RecordDict(
         {
-            "arrays": adapter_arrays(state),
+            "arrays": pack_sides(arrays) if packed else arrays,  # as the server sent them
             "metrics": MetricRecord(metrics),
             "site": site_record(site.name),  # the site's name, beside its node id
         }
@@ -58,7 +68,23 @@ def evaluate_reply(
 ) -> Message:
     """Load the message's global adapters into ``rag_system`` and reply with the metrics
     of ``site``'s test questions."""
-    rag_system.load_adapter_state_dict(adapter_state(msg.content["arrays"]))
+    load_global_adapters(msg, rag_system)
     metrics = evaluate_site(rag_system, site, settings)
     content = RecordDict({"metrics": MetricRecord(metrics), "site": site_record(site.name)})
     return Message(content=content, reply_to=msg)
+
+
+def load_global_adapters(msg: Message, rag_system: RAGSystem) -> bool:
+    """Load the message's adapters into ``rag_system`` (unpacked with the layout the
+    message carries, once it is checked against the system's own); returns whether the
+    server sent them packed, so that the reply goes back the same way."""
+    packed = is_packed(msg.content["arrays"])
+    arrays = received_arrays(msg.content)
+    if packed:
+        own = adapter_layout(rag_system.adapter_state_dict())
+        sides = [side for side in SIDES if side in msg.content["arrays"]]
+        problem = layout_mismatch(adapter_layout(arrays), own, sides)
+        if problem:
+            raise ValueError(problem)
+    rag_system.load_adapter_state_dict(adapter_state(arrays))
+    return packed
