@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -92,6 +93,16 @@ def test_compose_services_use_the_pinned_images_and_the_app_image(compose):
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     assert "FROM flwr/superexec:1.42.0" in dockerfile
     assert "RUN fedrag-flower prepare" in dockerfile
+
+
+def test_the_app_image_preloads_the_mimalloc_that_setup_installs():
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    setup = (ROOT / "scripts" / "setup.sh").read_text()
+    pin = re.search(r"cmeel-mimalloc==[\d.]+", setup).group()
+    assert pin in dockerfile  # the same build as the simulation's
+    link = re.search(r'ln -s "\$lib" (\S+)', dockerfile).group(1)
+    assert re.search(rf"ENV LD_PRELOAD={re.escape(link)}\b", dockerfile)
+    assert "MIMALLOC_PURGE_DELAY=-1" in dockerfile  # purging on halves training speed
 
 
 def test_compose_file_is_a_valid_compose_structure(compose):
