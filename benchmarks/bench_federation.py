@@ -175,6 +175,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as workdir:
         if args.loopback:
             run_config = args.run_config or LOOPBACK
+            if args.sites < 2 and "min-sites" not in run_config:
+                run_config += f" min-sites={args.sites}"  # the app's default waits for 2
             metrics = run_loopback(run_config, args.sites, Path(workdir), args.timeout)
         else:
             metrics = run_simulation(args.run_config or SMALL, args.sites, Path(workdir))
