@@ -4,7 +4,7 @@ On the wire (server <-> site messages) each side's adapter travels as **one flat
 (``pack_sides``): Flower stores and sends every ``Array`` of a message, and every chunk of
 it, as its own object, one request per object per hop (ServerApp -> SuperLink -> SuperNode
 -> ClientApp). The default adapters' 264 tensors are 272 objects before training (equal
-chunks are stored once) and up to ~530 after; packed, the same 7.4 MB are 7 objects.
+chunks are stored once) and 530 after training; packed, the same 7.4 MB are 7 objects.
 The message's config record carries the layout (``LAYOUT_KEY``: each tensor's key and
 shape, in packing order); a site checks it against its own adapter before unpacking, and
 the server unpacks replies with the layout it sent.
