@@ -128,6 +128,21 @@ def test_settings_read_the_app_run_config_and_name_bad_keys():
         FederationSettings.from_run_config({"mode": "retriever"})
     with pytest.raises(ValueError, match="'top-k' must be int"):
         FederationSettings.from_run_config({"top-k": "three"})
+    with pytest.raises(ValueError, match="'ralt-context' must be one of"):
+        FederationSettings.from_run_config({"ralt-context": "stacked"})
+    with pytest.raises(ValueError, match=r"'context-k' must be in \[0, top-k = 2\]"):
+        FederationSettings.from_run_config({"top-k": 2, "context-k": 3})
+
+
+def test_the_system_answers_with_the_prompts_joined_ralt_trains_on():
+    settings = FederationSettings.from_run_config({"top-k": 4})  # context-k 0: all top-k
+    assert settings.ralt_args(1).context == "joined"
+    assert settings.rag_config().context_k == 4
+    chosen = FederationSettings.from_run_config({"top-k": 4, "context-k": 1})
+    assert chosen.rag_config().context_k == 1
+    assert FederationSettings.from_run_config({"ralt-context": "parallel"}).ralt_args(
+        1
+    ).context == ("parallel")
 
 
 def test_lora_targets_choose_the_generators_adapted_layers(tiny_generator_dir):

@@ -181,6 +181,34 @@ def test_ralt_counts_real_tokens_and_stops_at_max_steps(tiny_rag, tiny_qa):
     assert short.steps == 3 and short.examples == 6
 
 
+def test_joined_ralt_puts_a_pairs_top_k_chunks_in_one_prompt(tiny_rag, tiny_qa, monkeypatch):
+    from fedrag_flower.trainers.huggingface.ralt import ralt_examples
+
+    monkeypatch.setattr(tiny_rag.prompts, "max_length", 1024)  # no context cut (tiny tokenizer)
+    parallel = ralt_examples(tiny_rag, tiny_qa, 2, "parallel")
+    joined = ralt_examples(tiny_rag, tiny_qa, 2, "joined")
+    assert len(parallel) == 2 * len(tiny_qa) and len(joined) == len(tiny_qa)
+    sources = tiny_rag.retrieve([row["query"] for row in tiny_qa], 2)
+    decode = tiny_rag.generator.tokenizer.decode
+    for chunks, example, pair in zip(sources, joined, zip(*[iter(parallel)] * 2)):
+        prompt = decode([t for t, label in zip(example.input_ids, example.labels) if label < 0])
+        first, second = (prompt.find(chunk.text) for chunk in chunks)
+        assert 0 <= first < second  # both chunks, best first
+        # the same target (response + EOS) as each parallel example of the pair, loss on it only
+        target = [label for label in example.labels if label >= 0]
+        assert all(target == [label for label in e.labels if label >= 0] for e in pair)
+        assert example.labels[: len(example.labels) - len(target)] == [-100] * (
+            len(example.labels) - len(target)
+        )
+    monkeypatch.undo()
+    result = HuggingFaceTrainerForRALT(
+        tiny_rag, tiny_qa, batch_size=2, top_k=2, context="joined", progress=False
+    ).train()
+    assert result.examples == len(tiny_qa)
+    with pytest.raises(ValueError, match="RALT context must be one of"):
+        ralt_examples(tiny_rag, tiny_qa, 2, "stacked")
+
+
 def test_ralt_lowers_the_loss_of_its_training_pairs(tiny_rag, tiny_qa):
     trainer = HuggingFaceTrainerForRALT(
         tiny_rag, tiny_qa, epochs=6, batch_size=4, top_k=1, learning_rate=1e-2, progress=False

@@ -8,7 +8,7 @@ from fedrag_flower.models import PACKAGED_GENERATOR, PACKAGED_RETRIEVER
 from fedrag_flower.rag.lora import LoraSettings
 from fedrag_flower.rag.system import RAGConfig
 from fedrag_flower.trainers.huggingface.lsr import LSRTrainingArgs
-from fedrag_flower.trainers.huggingface.ralt import RALTTrainingArgs
+from fedrag_flower.trainers.huggingface.ralt import RALT_CONTEXTS, RALTTrainingArgs
 
 MODES = ("ralt", "lsr", "ralt+lsr")
 STRATEGIES = (
@@ -43,12 +43,19 @@ class FederationSettings:
         pairs_per_round: if > 0, each round trains on this many of the site's pairs,
             drawn without replacement and cycling through them round by round.
         lr_generator / lr_retriever: AdamW learning rates of the two adapters.
-        batch_size: RALT sequences per step; lsr_batch_size: LSR queries per step.
+        batch_size: RALT examples per step (a pair gives one when ``ralt_context`` is
+            joined, ``top_k`` when parallel); lsr_batch_size: LSR queries per step.
         lora_r / lora_alpha / lora_dropout: generator LoRA; retriever_lora_r/alpha: the
             query adapter's.
         lora_targets: the generator's adapted layers, comma-separated names ("": the
             attention projections q/k/v/o of Llama-style models).
-        top_k: chunks per query (RALT examples per pair); lsr_top_k: LSR candidates.
+        top_k: chunks retrieved per query for RALT; lsr_top_k: LSR candidates.
+        ralt_context: ``joined`` (one RALT example per pair, its top_k chunks in one
+            prompt; the default, not RA-DIT's objective) or ``parallel`` (RA-DIT's: one
+            example per chunk). See ``fedrag_flower.trainers.huggingface.ralt``.
+        context_k: chunks in the prompt the system answers (and is evaluated) with; 0 (the
+            default) means top_k, so joined training trains on the prompts the system
+            answers with. The saved system keeps it.
         lsr_gamma / lsr_beta: retrieval and LM temperatures of LSR.
         max_length: longest prompt + response in tokens.
         fraction_train / fraction_evaluate: fraction of connected sites sampled per round.
@@ -107,7 +114,7 @@ class FederationSettings:
     pairs_per_round: int = 24
     lr_generator: float = 1e-3
     lr_retriever: float = 1e-3
-    batch_size: int = 8
+    batch_size: int = 3
     lsr_batch_size: int = 4
     lora_r: int = 16
     lora_alpha: int = 32
@@ -116,6 +123,8 @@ class FederationSettings:
     retriever_lora_r: int = 8
     retriever_lora_alpha: int = 16
     top_k: int = 3
+    ralt_context: str = "joined"
+    context_k: int = 0
     lsr_top_k: int = 8
     lsr_gamma: float = 0.05
     lsr_beta: float = 0.1
@@ -183,7 +192,7 @@ class FederationSettings:
     def check_ranges(self) -> None:
         """Raise a ``ValueError`` naming the run-config key and what it allows for the
         first value out of range (server-side keys)."""
-        choices = {"strategy": STRATEGIES, "dp": DP_MODES}
+        choices = {"strategy": STRATEGIES, "dp": DP_MODES, "ralt_context": RALT_CONTEXTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(
@@ -193,6 +202,7 @@ class FederationSettings:
         rules = [
             ("num_server_rounds", self.num_server_rounds >= 1, ">= 1"),
             ("min_sites", self.min_sites >= 1, ">= 1"),
+            ("context_k", 0 <= self.context_k <= self.top_k, f"in [0, top-k = {self.top_k}]"),
             ("fraction_train", 0 < self.fraction_train <= 1, "in (0, 1]"),
             ("fraction_evaluate", 0 <= self.fraction_evaluate <= 1, "in [0, 1]"),
             ("server_lr", self.server_lr > 0, "> 0"),
@@ -253,13 +263,15 @@ class FederationSettings:
         return LoraSettings(self.retriever_lora_r, self.retriever_lora_alpha, 0.0, seed=self.seed)
 
     def rag_config(self) -> RAGConfig:
-        return RAGConfig(top_k=self.top_k, max_length=self.max_length)
+        context_k = self.context_k or self.top_k
+        return RAGConfig(top_k=self.top_k, context_k=context_k, max_length=self.max_length)
 
     def ralt_args(self, server_round: int) -> RALTTrainingArgs:
         return RALTTrainingArgs(
             epochs=self.local_epochs,
             learning_rate=self.lr_generator,
             batch_size=self.batch_size,
+            context=self.ralt_context,
             max_steps=self.local_steps or None,
             proximal_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,
             seed=self.seed + server_round,
