@@ -3,6 +3,8 @@ the top 1 or top ``k`` chunks. Settings are chosen here, never on the test split
 
     python benchmarks/ralt_context.py                 # ~15 min on 2 CPU cores
     python benchmarks/ralt_context.py --output outputs/ralt-context
+    python benchmarks/ralt_context.py --variants joined --run-config \
+        "pairs-per-round=45 lora-freeze-a=true" --output outputs/ralt-context-freeze-a
 
 Validation slice: the default data split over 3 category sites (seed 0, as the comparison
 does); each site's round-1 pairs (``pairs-per-round``) are the training pairs, and 27 of its
@@ -39,6 +41,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run-config", default="pairs-per-round=45", help="as for flwr run")
     parser.add_argument("--output", type=Path, default=Path("outputs/ralt-context"))
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=["untrained", "parallel", "joined"],
+        choices=["untrained", "parallel", "joined"],
+        help="which variants to run and tabulate",
+    )
     args = parser.parse_args()
     settings = FederationSettings.from_run_config(parse_run_config(args.run_config))
     sites = [simulation_site(i, 3, settings) for i in range(3)]
@@ -55,7 +64,8 @@ def main() -> None:
     system = models.system(store_site)
     args.output.mkdir(parents=True, exist_ok=True)
     print(f"{len(train)} training pairs, {len(held_out)} held-out questions", flush=True)
-    variants = {"untrained": None, "parallel": "parallel", "joined": "joined"}
+    contexts = {"untrained": None, "parallel": "parallel", "joined": "joined"}
+    variants = {name: contexts[name] for name in args.variants}
     for variant, context in variants.items():
         ks = (1, settings.top_k)
         todo = [k for k in ks if not (args.output / f"{variant}-k{k}.json").exists()]

@@ -3,6 +3,8 @@ decoding, and the weights are put back exactly afterwards."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -52,3 +54,22 @@ def test_generation_uses_the_adapter(tiny_generator_dir):
         )
     text = generator.tokenizer.decode(without[0, len(prompts[0]) :], skip_special_tokens=True)
     assert with_adapter[0] != text.strip()
+
+
+def test_frozen_a_stays_frozen_after_the_adapter_is_switched_off_and_on(tiny_generator_dir):
+    """PEFT marks every adapter parameter trainable again when adapters are re-enabled
+    (generation switches them off and on); the parameters handed to an optimizer must still
+    be B's alone, and A must get no gradient."""
+    lora = dataclasses.replace(TINY_LORA, train_a=False)
+    generator = Generator(str(tiny_generator_dir), lora, bf16=False)
+    names = {id(p): n for n, p in generator.model.named_parameters()}
+    prompts = [generator.tokenizer("Question: why?")["input_ids"]]
+    generator.generate(prompts, max_new_tokens=2)  # disable_adapter() and back
+    trainable = generator.trainable_parameters()
+    assert trainable and all(".lora_B." in names[id(p)] for p in trainable)
+    a_matrices = [p for n, p in generator.model.named_parameters() if ".lora_A." in n]
+    assert len(a_matrices) == len(trainable)  # one A per B: half the adapter trains
+    batch, _ = random_batch(prompt_lengths=(12, 7), target_lengths=(9, 14))
+    RALTLoss()(generator.model, **batch).backward()
+    assert all(p.grad is None for p in a_matrices)
+    assert all(p.grad is not None for p in trainable)

@@ -209,3 +209,43 @@ def test_evaluate_messages_reach_each_sites_evaluation(rag, tmp_path):
         assert summary["metrics"]["num-examples"] == 1.0
         assert np.isfinite(summary["metrics"]["nll"])
     assert np.isfinite(reports[0].evaluate["nll"])
+
+
+def test_frozen_a_sites_send_b_alone_and_fedavg_is_the_exact_mean_of_their_updates(rag, tmp_path):
+    """``lora-freeze-a``: every A keeps its seeded start (the sites' and the global one, bit
+    for bit), a reply carries the B matrices only, and the aggregate B times the common A
+    is the weighted mean of the sites' updates B_i A (plain LoRA's separate means of A and
+    B do not give that)."""
+    settings = FederationSettings(**TINY_SETTINGS, min_sites=2, lora_freeze_a=True)
+    rag.generator.lora = settings.generator_lora()  # what site_rag_system builds
+    rag.retriever.lora = settings.retriever_lora()
+    sites = tiny_sites(tmp_path, sizes=(2, 1))
+    initial = rag.adapter_state_dict()
+    (s0, m0), (s1, m1) = each_site_alone(rag, sites, settings, initial)
+    b_keys = {k for k in initial if ".lora_B." in k}
+    assert set(s0) == set(s1) == b_keys
+    assert all(torch.equal(v, initial[k]) for k, v in rag.adapter_state_dict().items()
+               if ".lora_A." in k)  # fmt: skip
+
+    after, reports, _, _ = run(rag, sites, settings, initial)
+    state = after[0]
+    n0, n1 = m0["num-examples"], m1["num-examples"]
+    for key, value in state.items():
+        if key in b_keys:
+            expected = (n0 * s0[key] + n1 * s1[key]) / (n0 + n1)
+            torch.testing.assert_close(value, expected, rtol=1e-5, atol=1e-7)
+        else:
+            assert torch.equal(value, initial[key]), key
+    key = next(k for k in sorted(b_keys) if k.startswith("generator.") and "q_proj" in k)
+    a = initial[key.replace(".lora_B.", ".lora_A.")]
+    mean_update = (n0 * s0[key] @ a + n1 * s1[key] @ a) / (n0 + n1)
+    torch.testing.assert_close(state[key] @ a, mean_update, rtol=1e-5, atol=1e-7)
+    assert not torch.equal(state[key], initial[key])  # it trained
+    b_bytes = sum(initial[k].numel() * 4 for k in b_keys)
+    for summary in reports[0].site_train:  # B's values, plus the arrays' small headers
+        assert b_bytes <= summary["bytes"] < b_bytes + 1024
+
+
+def test_frozen_a_is_refused_with_client_side_dp():
+    with pytest.raises(ValueError, match="lora-freeze-a"):
+        FederationSettings(lora_freeze_a=True, dp="client-fixed").check_ranges()

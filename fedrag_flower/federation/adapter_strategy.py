@@ -48,9 +48,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fedrag_flower.federation.adapters import (
-    adapter_layout,
+    is_sent_key,
     merge_into,
     pack_content,
+    reply_layout,
     unpack_sides,
 )
 from fedrag_flower.federation.node import reply_site_name
@@ -104,6 +105,8 @@ class AdapterStrategy(Strategy):
         equal_weights: aggregate with every site weighing the same (``num-examples`` set
             to 1 in the copy the wrapped strategy sees): what DP's noise calibration
             ``sigma = z * C / n`` assumes. Each site's own figure stays in its record.
+        frozen_a: the LoRA A matrices are frozen (``lora-freeze-a``): sites send B alone,
+            and every A stays the global one, bit for bit.
     """
 
     def __init__(
@@ -113,8 +116,10 @@ class AdapterStrategy(Strategy):
         min_sites: int,
         norm_factor: float = DEFAULT_NORM_FACTOR,
         equal_weights: bool = False,
+        frozen_a: bool = False,
     ) -> None:
         self.strategy = strategy
+        self.frozen_a = frozen_a
         self.trained_prefixes = trained_prefixes
         self.min_sites = min_sites
         self.norm_factor = norm_factor
@@ -196,7 +201,11 @@ class AdapterStrategy(Strategy):
         return [e.as_dict() for e in self.events if e.round == server_round]
 
     def _trained_keys(self) -> list[str]:
-        return [k for k in self._global.keys() if k.startswith(self.trained_prefixes)]
+        """The global keys the sites send back: the trained sides' (B's alone when A is
+        frozen)."""
+        return [
+            k for k in self._global.keys() if is_sent_key(k, self.trained_prefixes, self.frozen_a)
+        ]
 
     def _failures(self, stage: str, server_round: int, replies: list[Message]) -> list[SiteEvent]:
         node_of = self._reply_nodes(stage, server_round)
@@ -263,7 +272,7 @@ class AdapterStrategy(Strategy):
         self, server_round: int, answered: list[Message]
     ) -> tuple[list[Message], list[SiteEvent]]:
         structural, candidates = [], []
-        layout = adapter_layout(self._global)
+        layout = reply_layout(self._global, self.frozen_a)
         for message in answered:
             problem = _structure_problem(message.content) or _unpack(message.content, layout)
             if problem:

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, RecordDict
 
+from fedrag_flower.rag.lora import FROZEN_A_MARK
+
 ADAPTER_PREFIXES = ("generator.", "retriever.")
 SIDES = tuple(prefix[:-1] for prefix in ADAPTER_PREFIXES)  # the packed arrays' keys
 LAYOUT_KEY = "adapter-layout"  # config record entry: ["key:d0xd1", ...] in packing order
@@ -38,6 +40,13 @@ def adapter_arrays(state: dict[str, torch.Tensor]) -> ArrayRecord:
 def adapter_state(record: ArrayRecord) -> dict[str, torch.Tensor]:
     """The prefixed adapter tensors held in ``record``."""
     return dict(record.to_torch_state_dict())
+
+
+def is_sent_key(key: str, trained_prefixes: tuple[str, ...], frozen_a: bool = False) -> bool:
+    """Whether a site sends the prefixed adapter tensor ``key`` after a round that trains
+    the sides ``trained_prefixes``: every tensor of those sides, or only their B matrices
+    when A is frozen (``lora-freeze-a``: A never changes, so it need not travel back)."""
+    return key.startswith(trained_prefixes) and not (frozen_a and FROZEN_A_MARK in key)
 
 
 def merge_into(previous: ArrayRecord, update: ArrayRecord) -> ArrayRecord:
@@ -105,6 +114,15 @@ def adapter_layout(tensors: Mapping) -> dict[str, tuple[int, ...]]:
     """Key -> shape of adapter tensors (torch tensors or Flower ``Array``s), sorted by key
     (the packing order)."""
     return {k: tuple(tensors[k].shape) for k in sorted(tensors)}
+
+
+def reply_layout(global_tensors: Mapping, frozen_a: bool = False) -> dict[str, tuple[int, ...]]:
+    """The layout a site's packed training reply is cut by, given the tensors it was sent:
+    each side it carries holds all that side's tensors, less the A matrices when they are
+    frozen (``is_sent_key``)."""
+    return adapter_layout(
+        {k: v for k, v in global_tensors.items() if not (frozen_a and FROZEN_A_MARK in k)}
+    )
 
 
 def layout_entry(layout: Mapping[str, tuple[int, ...]]) -> list[str]:

@@ -36,6 +36,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedrag_flower.federation.adapters import received_arrays, reply_layout, unpack_sides
 from fedrag_flower.federation.node import SITE_NAME_KEY
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.site import Site
@@ -77,6 +78,7 @@ class InProcessGrid(Grid):
         self.sites: dict[int, Site] = {}
         self._apps: dict[int, ClientApp] = {}
         self._contexts: dict[int, Context] = {}
+        self.settings = settings
         self._trained_norm: dict[int, float] = {}
         self._replies: dict[str, Message] = {}  # message id -> its site's reply, until pulled
         self.updates: list[dict] = []
@@ -158,8 +160,7 @@ class InProcessGrid(Grid):
         def measure_trained_update(msg: Message, context: Context, call_next) -> Message:
             reply = call_next(msg, context)
             if msg.metadata.message_type == MessageType.TRAIN and not reply.has_error():
-                sent, got = _only_arrays(msg.content), _only_arrays(reply.content)
-                self._trained_norm[node] = update_norm(sent, list(got), got)
+                self._trained_norm[node] = _update_norm(msg, reply, settings)
             return reply
 
         app = ClientApp(mods=[*SITE_MODS, measure_trained_update])
@@ -175,22 +176,26 @@ class InProcessGrid(Grid):
         return app
 
     def _record_update(self, node: int, message: Message, reply: Message) -> None:
-        sent, got = _only_arrays(message.content), _only_arrays(reply.content)
         self.updates.append(
             {
                 "round": server_round(message),
                 "site": self.sites[node].name,
                 "node": node,
                 "norm": self._trained_norm.pop(node, float("nan")),
-                "sent-norm": update_norm(sent, list(got), got),
+                "sent-norm": _update_norm(message, reply, self.settings),
             }
         )
 
 
-def _only_arrays(content: RecordDict) -> dict:
-    """The content's one ArrayRecord as numpy arrays."""
-    record = next(iter(content.array_records.values()))
-    return {k: v.numpy() for k, v in record.items()}
+def _update_norm(message: Message, reply: Message, settings: FederationSettings) -> float:
+    """``||reply - sent||`` over the tensors the reply carries, both taken by key (unpacked
+    from the wire form the way the server unpacks them)."""
+    sent = received_arrays(message.content)
+    record = next(iter(reply.content.array_records.values()))
+    got = unpack_sides(record, reply_layout(sent, settings.lora_freeze_a))
+    sent_np = {k: v.numpy() for k, v in sent.items()}
+    got_np = {k: v.numpy() for k, v in got.items()}
+    return update_norm(sent_np, list(got_np), got_np)
 
 
 def _set_server_identity(run_id: int) -> None:

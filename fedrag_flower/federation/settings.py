@@ -49,6 +49,10 @@ class FederationSettings:
             query adapter's.
         lora_targets: the generator's adapted layers, comma-separated names ("": the
             attention projections q/k/v/o of Llama-style models).
+        lora_freeze_a: keep both adapters' A matrices at their seeded initialisation and
+            train B alone (FFA-LoRA, Sun et al., ICLR 2024): sites send only B (0.49 % of
+            the default weights instead of 1.2 %), and FedAvg of B over a shared A is the
+            exact mean of the sites' updates. Not with ``dp = "client-fixed"``.
         top_k: chunks retrieved per query for RALT; lsr_top_k: LSR candidates.
         ralt_context: ``joined`` (one RALT example per pair, its top_k chunks in one
             prompt; the default, not RA-DIT's objective) or ``parallel`` (RA-DIT's: one
@@ -120,6 +124,7 @@ class FederationSettings:
     lora_alpha: int = 32
     lora_dropout: float = 0.0
     lora_targets: str = ""
+    lora_freeze_a: bool = False
     retriever_lora_r: int = 8
     retriever_lora_alpha: int = 16
     top_k: int = 3
@@ -227,6 +232,12 @@ class FederationSettings:
                 raise ValueError(
                     f"run-config '{_key(name)}' must be {allowed}, got {getattr(self, name)!r}"
                 )
+        if self.lora_freeze_a and self.dp == "client-fixed":
+            raise ValueError(
+                "run-config 'lora-freeze-a' = true does not work with dp = 'client-fixed' "
+                "(Flower's client-side clipping needs the whole adapter back); use "
+                "dp = 'server-fixed'"
+            )
         if self.dp != "none" and self.strategy not in ("fedavg", "fedprox"):
             raise ValueError(
                 f"run-config 'dp' = {self.dp!r} needs strategy 'fedavg' or 'fedprox' (the "
@@ -256,11 +267,22 @@ class FederationSettings:
     def generator_lora(self) -> LoraSettings:
         targets = [name.strip() for name in self.lora_targets.split(",") if name.strip()]
         return LoraSettings(
-            self.lora_r, self.lora_alpha, self.lora_dropout, targets, seed=self.seed
+            self.lora_r,
+            self.lora_alpha,
+            self.lora_dropout,
+            targets,
+            seed=self.seed,
+            train_a=not self.lora_freeze_a,
         )
 
     def retriever_lora(self) -> LoraSettings:
-        return LoraSettings(self.retriever_lora_r, self.retriever_lora_alpha, 0.0, seed=self.seed)
+        return LoraSettings(
+            self.retriever_lora_r,
+            self.retriever_lora_alpha,
+            0.0,
+            seed=self.seed,
+            train_a=not self.lora_freeze_a,
+        )
 
     def rag_config(self) -> RAGConfig:
         context_k = self.context_k or self.top_k

@@ -18,6 +18,7 @@ import torch
 from fedrag_flower.cache import cache_dir
 from fedrag_flower.data import SiteData, load_site_data, partition_default
 from fedrag_flower.evaluation.rag_eval import evaluate_rag
+from fedrag_flower.federation.adapters import is_sent_key
 from fedrag_flower.federation.node import data_limits, site_name
 from fedrag_flower.federation.settings import FederationSettings
 from fedrag_flower.federation.startup import mark, startup_metrics
@@ -126,7 +127,8 @@ def round_pairs(rows: list[dict], settings: FederationSettings, server_round: in
 def train_site(
     rag_system: RAGSystem, site: Site, settings: FederationSettings, server_round: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """One round of local training; returns the trained adapters' tensors (prefixed) and
+    """One round of local training; returns the trained adapters' tensors (prefixed; B's
+    alone with ``lora-freeze-a``) and
     scalar metrics, ``num-examples`` included (the FedAvg weight: training pairs used), and
     in a process' first round its startup cost (:mod:`fedrag_flower.federation.startup`)."""
     start = time.perf_counter()
@@ -145,6 +147,11 @@ def train_site(
             metrics |= {f"lsr-{k}": v for k, v in result.train().metrics().items()}
             adapter = rag_system.retriever.adapter_state_dict()
             state |= {f"retriever.{k}": v for k, v in adapter.items()}
+    state = {
+        k: v
+        for k, v in state.items()
+        if is_sent_key(k, settings.trained_prefixes, settings.lora_freeze_a)
+    }
     metrics["train-seconds"] = time.perf_counter() - start
     metrics["peak-memory-gb"] = peak_memory_gb()
     return state, metrics

@@ -87,6 +87,7 @@ def build_strategy(settings: FederationSettings) -> AdapterStrategy:
         min_sites=settings.min_sites,
         norm_factor=settings.norm_factor,
         equal_weights=settings.dp != "none",
+        frozen_a=settings.lora_freeze_a,
     )
 
 

@@ -9,7 +9,12 @@ from peft.tuners.lora import LoraLayer
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fedrag_flower.models import PACKAGED_GENERATOR, resolve_generator
-from fedrag_flower.rag.lora import LoraSettings, adapter_state_dict, attach_lora
+from fedrag_flower.rag.lora import (
+    LoraSettings,
+    adapter_state_dict,
+    attach_lora,
+    trainable_parameters,
+)
 from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
 
 _DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -69,7 +74,7 @@ class Generator:
         return torch.autocast(device_type, dtype=torch.bfloat16)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
+        return trainable_parameters(self.model, self.lora)
 
     @torch.inference_mode()
     def generate(self, prompts: list[list[int]], max_new_tokens: int = 128) -> list[str]:

@@ -24,6 +24,10 @@ class LoraSettings:
             generators, ``query/value`` for BERT-style retrievers).
         seed: seed for the initial (random) A matrices, so every site and the server start
             from the same adapter.
+        train_a: train the A matrices too (plain LoRA). ``False`` keeps every A at its
+            seeded initialisation and trains B alone (FFA-LoRA, Sun et al., ICLR 2024): a
+            site then sends only B (``trained_tensors``), and because all sites share A,
+            the mean of their B times A is exactly the mean of their updates ``B A``.
     """
 
     r: int = 16
@@ -31,6 +35,7 @@ class LoraSettings:
     dropout: float = 0.0
     target_modules: list[str] = field(default_factory=list)
     seed: int = 0
+    train_a: bool = True
 
 
 def attach_lora(model: torch.nn.Module, settings: LoraSettings, default_targets: list[str]):
@@ -45,7 +50,36 @@ def attach_lora(model: torch.nn.Module, settings: LoraSettings, default_targets:
     devices_rng = torch.random.fork_rng(devices=[])
     with devices_rng:
         torch.manual_seed(settings.seed)
-        return get_peft_model(model, config)
+        peft_model = get_peft_model(model, config)
+    trainable_parameters(peft_model, settings)
+    return peft_model
+
+
+FROZEN_A_MARK = ".lora_A."
+"""What the keys of A matrices hold, in PEFT's parameter names and state-dict keys alike."""
+
+
+def trainable_parameters(model: PeftModel, settings: LoraSettings) -> list[torch.nn.Parameter]:
+    """The adapter parameters an optimizer should update. With ``settings.train_a`` off,
+    the A matrices are (again) marked as needing no gradient first: PEFT switches every
+    adapter parameter back on each time its adapters are re-enabled (as after
+    ``disable_adapter()``), which would waste a gradient on each A."""
+    if not settings.train_a:
+        for name, parameter in model.named_parameters():
+            if FROZEN_A_MARK in name:
+                parameter.requires_grad_(False)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def is_trained_key(key: str, settings: LoraSettings) -> bool:
+    """Whether training changes the adapter tensor ``key`` (any prefix): every tensor, or
+    the B matrices alone when ``settings.train_a`` is off."""
+    return settings.train_a or FROZEN_A_MARK not in key
+
+
+def trained_tensors(state: dict[str, torch.Tensor], settings: LoraSettings) -> dict:
+    """The tensors of ``state`` that training changes (what a site needs to send)."""
+    return {k: v for k, v in state.items() if is_trained_key(k, settings)}
 
 
 def adapter_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:

@@ -8,7 +8,12 @@ import torch.nn.functional as F
 from sentence_transformers import SentenceTransformer
 
 from fedrag_flower.models import PACKAGED_RETRIEVER, resolve_retriever
-from fedrag_flower.rag.lora import LoraSettings, adapter_state_dict, attach_lora
+from fedrag_flower.rag.lora import (
+    LoraSettings,
+    adapter_state_dict,
+    attach_lora,
+    trainable_parameters,
+)
 from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
 
 _BERT_TARGETS = ["query", "value"]
@@ -60,7 +65,7 @@ class Retriever:
         return self.query_model.get_sentence_embedding_dimension()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.peft_model.parameters() if p.requires_grad]
+        return trainable_parameters(self.peft_model, self.lora)
 
     def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Unit-norm query embeddings (adapter on), as float32 numpy, without gradient."""
