@@ -188,6 +188,21 @@ def test_results_made_with_other_options_are_not_reused(tmp_path):
     assert same.identity() == options.identity()
 
 
+def test_a_result_made_before_a_setting_existed_is_reused_while_that_setting_is_default(tmp_path):
+    from fedrag_flower.comparison.run import _load, _result_path, _write_json
+
+    options = ComparisonOptions(output_dir=tmp_path)
+    older = options.identity()
+    del older["settings"]["lora_freeze_a"]  # as written by code from before the key
+    _write_json(_result_path(tmp_path, "federated", 0), {"arm": "f", "identity": older})
+    assert _load(tmp_path, "federated", 0, options)["arm"] == "f"
+    changed = ComparisonOptions(
+        output_dir=tmp_path, settings=FederationSettings(lora_freeze_a=True)
+    )
+    with pytest.raises(ValueError, match="made with other options"):
+        _load(tmp_path, "federated", 0, changed)
+
+
 @pytest.mark.slow
 def test_compare_command_runs_every_arm_end_to_end_and_resumes(tmp_path, capsys):
     """The real packaged models and data, 2 sites, 1 seed, 1 round, 4 pairs and 2 test

@@ -186,12 +186,29 @@ def _load(runs: Path, name: str, seed: int, options: ComparisonOptions) -> dict 
     if not path.exists():
         return None
     result = json.loads(path.read_text())
-    if result.get("identity") != options.identity():
+    if not _same_identity(result.get("identity"), options.identity()):
         raise ValueError(
             f"{path} was made with other options or run config; use another --output "
             "folder, or delete the file to recompute it"
         )
     return result
+
+
+def _same_identity(stored: dict | None, current: dict) -> bool:
+    """Whether a result made with the identity ``stored`` may be reused under ``current``.
+
+    A run-config key that ``stored`` lacks (added to the settings after the result was
+    made) counts as equal when ``current`` has that key's default: a new setting whose
+    default keeps the old behaviour does not throw earlier results away.
+    """
+    if stored is None:
+        return False
+    defaults = json.loads(json.dumps(asdict(FederationSettings()), default=str))
+    stored_settings = dict(stored.get("settings", {}))
+    for key, value in current.get("settings", {}).items():
+        if key not in stored_settings and key in defaults and value == defaults[key]:
+            stored_settings[key] = value
+    return dict(stored, settings=stored_settings) == current
 
 
 def _write_json(path: Path, document: dict) -> None:
