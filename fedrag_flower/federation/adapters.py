@@ -46,7 +46,12 @@ def is_sent_key(key: str, trained_prefixes: tuple[str, ...], frozen_a: bool = Fa
     """Whether a site sends the prefixed adapter tensor ``key`` after a round that trains
     the sides ``trained_prefixes``: every tensor of those sides, or only their B matrices
     when A is frozen (``lora-freeze-a``: A never changes, so it need not travel back)."""
-    return key.startswith(trained_prefixes) and not (frozen_a and FROZEN_A_MARK in key)
+    return key.startswith(trained_prefixes) and not _frozen(key, frozen_a)
+
+
+def _frozen(key: str, frozen_a: bool) -> bool:
+    """Whether ``key`` is an A matrix that never changes (``lora-freeze-a``)."""
+    return frozen_a and FROZEN_A_MARK in key
 
 
 def merge_into(previous: ArrayRecord, update: ArrayRecord) -> ArrayRecord:
@@ -120,9 +125,7 @@ def reply_layout(global_tensors: Mapping, frozen_a: bool = False) -> dict[str, t
     """The layout a site's packed training reply is cut by, given the tensors it was sent:
     each side it carries holds all that side's tensors, less the A matrices when they are
     frozen (``is_sent_key``)."""
-    return adapter_layout(
-        {k: v for k, v in global_tensors.items() if not (frozen_a and FROZEN_A_MARK in k)}
-    )
+    return adapter_layout({k: v for k, v in global_tensors.items() if not _frozen(k, frozen_a)})
 
 
 def layout_entry(layout: Mapping[str, tuple[int, ...]]) -> list[str]:

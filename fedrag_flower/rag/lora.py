@@ -26,8 +26,9 @@ class LoraSettings:
             from the same adapter.
         train_a: train the A matrices too (plain LoRA). ``False`` keeps every A at its
             seeded initialisation and trains B alone (FFA-LoRA, Sun et al., ICLR 2024): a
-            site then sends only B (``trained_tensors``), and because all sites share A,
-            the mean of their B times A is exactly the mean of their updates ``B A``.
+            site then sends only B (``federation.adapters.is_sent_key``), and because all
+            sites share A, the mean of their B times A is exactly the mean of their
+            updates ``B A``.
     """
 
     r: int = 16
@@ -69,17 +70,6 @@ def trainable_parameters(model: PeftModel, settings: LoraSettings) -> list[torch
             if FROZEN_A_MARK in name:
                 parameter.requires_grad_(False)
     return [p for p in model.parameters() if p.requires_grad]
-
-
-def is_trained_key(key: str, settings: LoraSettings) -> bool:
-    """Whether training changes the adapter tensor ``key`` (any prefix): every tensor, or
-    the B matrices alone when ``settings.train_a`` is off."""
-    return settings.train_a or FROZEN_A_MARK not in key
-
-
-def trained_tensors(state: dict[str, torch.Tensor], settings: LoraSettings) -> dict:
-    """The tensors of ``state`` that training changes (what a site needs to send)."""
-    return {k: v for k, v in state.items() if is_trained_key(k, settings)}
 
 
 def adapter_state_dict(model: PeftModel) -> dict[str, torch.Tensor]:
