@@ -3,6 +3,8 @@ RAG system's save/load, on tiny pieces (the packaged MiniLM loads in well under 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -285,3 +287,17 @@ def test_saved_tiny_system_loads_back_with_same_answers_and_adapters(tiny_rag, t
 def test_from_pretrained_on_a_wrong_folder_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="rag_system.json"):
         RAGSystem.from_pretrained(tmp_path)
+
+
+def test_the_ask_command_leaves_early_with_its_output_and_exit_code_intact(tmp_path):
+    # `ask` and `evaluate` skip the interpreter's teardown (os._exit): what they printed
+    # must still arrive, and their exit code must still say whether they failed.
+    result = subprocess.run(
+        [sys.executable, "-m", "fedrag_flower.cli", "ask", "--system", str(tmp_path), "Why?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert f"error: {tmp_path} is not a saved RAG system" in result.stderr
+    assert "Traceback" not in result.stderr

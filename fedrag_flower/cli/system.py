@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _system_arguments(ask_parser)
     ask_parser.add_argument("questions", nargs="+", help="one or more questions")
     ask_parser.add_argument("--json", action="store_true", help="print JSON lines")
-    ask_parser.set_defaults(func=ask)
+    ask_parser.set_defaults(func=ask, read_only=True)
 
     eval_parser = subparsers.add_parser(
         "evaluate",
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     eval_parser.add_argument(
         "--max-answers", type=int, default=0, help="generate answers for only the first N rows"
     )
-    eval_parser.set_defaults(func=evaluate)
+    eval_parser.set_defaults(func=evaluate, read_only=True)
 
 
 def _system_arguments(parser: argparse.ArgumentParser) -> None:
