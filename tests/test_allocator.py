@@ -30,20 +30,27 @@ def test_the_environment_preloads_mimalloc_first_and_keeps_other_preloads():
     env = allocator.allocator_environment({"LD_PRELOAD": "/opt/other.so"})
     library = str(allocator.mimalloc_library())
     assert env["LD_PRELOAD"] == f"{library}:/opt/other.so"
-    assert env["MIMALLOC_PURGE_DELAY"] == "-1"
+    assert env["MIMALLOC_PURGE_DELAY"] == "10000"  # finite: a forced collect works
+    assert env["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == "64"
     again = allocator.allocator_environment({"LD_PRELOAD": env["LD_PRELOAD"]})
     assert again["LD_PRELOAD"] == env["LD_PRELOAD"]  # not preloaded twice
 
 
+def test_a_variable_the_user_set_is_kept():
+    env = allocator.allocator_environment({"MIMALLOC_PURGE_DELAY": "10"})
+    assert "MIMALLOC_PURGE_DELAY" not in env and "LD_PRELOAD" in env
+
+
 def test_system_allocator_on_request_or_without_mimalloc(monkeypatch):
-    assert allocator.allocator_environment({"FEDRAG_ALLOCATOR": "system"}) == {}
+    only_onednn = allocator.ONEDNN_ENVIRONMENT
+    assert allocator.allocator_environment({"FEDRAG_ALLOCATOR": "system"}) == only_onednn
 
     def missing(name):
         raise metadata.PackageNotFoundError(name)
 
     monkeypatch.setattr(allocator.metadata, "distribution", missing)
     assert allocator.mimalloc_library() is None
-    assert allocator.allocator_environment({}) == {}
+    assert allocator.allocator_environment({}) == only_onednn
 
 
 def test_the_shell_helper_prints_exports_that_a_shell_can_eval():
@@ -51,12 +58,13 @@ def test_the_shell_helper_prints_exports_that_a_shell_can_eval():
     out = subprocess.run(
         [sys.executable, "-m", "fedrag_flower.allocator"], env=env, capture_output=True, text=True
     )
-    assert out.returncode == 0 and out.stdout == ""
-    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "FEDRAG_ALLOCATOR")}
+    assert out.returncode == 0 and out.stdout == "export ONEDNN_PRIMITIVE_CACHE_CAPACITY=64\n"
+    ours = ("LD_PRELOAD", "FEDRAG_ALLOCATOR", "MIMALLOC_PURGE_DELAY")
+    clean = {k: v for k, v in os.environ.items() if k not in ours}
     shell = f'eval "$({sys.executable} -m fedrag_flower.allocator)"; '
     shell += 'echo "$LD_PRELOAD|$MIMALLOC_PURGE_DELAY"'
     out = subprocess.run(["bash", "-c", shell], env=clean, capture_output=True, text=True)
-    assert out.stdout.strip() == f"{allocator.mimalloc_library()}|-1"
+    assert out.stdout.strip() == f"{allocator.mimalloc_library()}|10000"
 
 
 TRAIN = """
@@ -97,3 +105,35 @@ def test_a_ralt_round_on_the_packaged_models_trains_under_mimalloc():
     assert report["in_use"] is True
     assert report["steps"] == 2 and 0 < report["loss"] < 20
     assert report["changed"] > 0
+
+
+RELEASE = """
+import json, torch
+from fedrag_flower import allocator
+
+def resident():
+    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
+
+blocks = [torch.ones(16, 1024) for _ in range(6400)]  # 400 MB in 64 KB tensors
+held = resident()
+del blocks
+freed = resident()
+allocator.release_free_memory()
+print(json.dumps({"in_use": allocator.in_use(), "held": held, "freed": freed,
+                  "released": resident()}))
+"""
+
+
+@pytest.mark.parametrize("kind", ["mimalloc", "system"])
+def test_freed_memory_is_given_back_between_messages(kind):
+    env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "MIMALLOC_PURGE_DELAY")}
+    env["FEDRAG_ALLOCATOR"] = kind
+    env |= allocator.allocator_environment(env)
+    out = subprocess.run(
+        [sys.executable, "-c", RELEASE], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["in_use"] is (kind == "mimalloc")
+    # freed but still resident (the allocators keep it for reuse), then given back
+    assert report["released"] < report["freed"] - 300

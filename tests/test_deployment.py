@@ -102,7 +102,10 @@ def test_the_app_image_preloads_the_mimalloc_that_setup_installs():
     assert pin in dockerfile  # the same build as the simulation's
     link = re.search(r'ln -s "\$lib" (\S+)', dockerfile).group(1)
     assert re.search(rf"ENV LD_PRELOAD={re.escape(link)}\b", dockerfile)
-    assert "MIMALLOC_PURGE_DELAY=-1" in dockerfile  # purging on halves training speed
+    from fedrag_flower.allocator import ENVIRONMENT, ONEDNN_ENVIRONMENT
+
+    for name, value in (ENVIRONMENT | ONEDNN_ENVIRONMENT).items():  # as the simulation's
+        assert f"{name}={value}" in dockerfile
 
 
 def test_compose_file_is_a_valid_compose_structure(compose):

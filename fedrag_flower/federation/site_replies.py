@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from flwr.app import Message, MetricRecord, RecordDict
 
+from fedrag_flower.allocator import release_free_memory
 from fedrag_flower.federation.adapters import (
     SIDES,
     adapter_arrays,
@@ -52,6 +53,7 @@ def train_reply(
     packed = load_global_adapters(msg, rag_system)
     mark("adapters")
     state, metrics = train_site(rag_system, site, settings, server_round(msg))
+    release_free_memory()  # the round's activations: the next site starts from the base
     arrays = adapter_arrays(state)
     content = RecordDict(
         {
@@ -70,6 +72,7 @@ def evaluate_reply(
     of ``site``'s test questions."""
     load_global_adapters(msg, rag_system)
     metrics = evaluate_site(rag_system, site, settings)
+    release_free_memory()
     content = RecordDict({"metrics": MetricRecord(metrics), "site": site_record(site.name)})
     return Message(content=content, reply_to=msg)
 
