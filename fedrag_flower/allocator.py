@@ -91,7 +91,7 @@ def release_free_memory() -> None:
     gc.collect()  # tensors held only by reference cycles go first
     try:
         process = ctypes.CDLL(None)
-    except OSError:  # no dynamic loader to ask (not Linux/macOS)
+    except (OSError, TypeError):  # no dynamic loader to ask (Windows)
         return
     if in_use() and hasattr(process, "mi_collect"):
         process.mi_collect(ctypes.c_bool(True))
