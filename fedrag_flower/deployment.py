@@ -47,6 +47,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fedrag_flower.allocator import allocator_environment
+
 # Flower 1.42 serves the Fleet, Control and Runtime APIs of a SuperLink on one HTTPS port.
 SUPERLINK_PORT = 9191
 # The SuperNode's Runtime API, which its ClientApp SuperExec polls (Flower's default).
@@ -305,6 +307,13 @@ def shell_command(
     return line
 
 
+def training_environment() -> dict[str, str]:
+    """The memory settings for a site's ClientApps, as a fresh shell needs them (only
+    ``FEDRAG_ALLOCATOR`` is taken from this environment: ``system`` keeps glibc's malloc)."""
+    choice = {k: v for k, v in os.environ.items() if k == "FEDRAG_ALLOCATOR"}
+    return allocator_environment(choice)
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something on this host already listens on ``host:port``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -424,7 +433,9 @@ def site_commands(
 ) -> list[tuple[str, str]]:
     """A site's two commands, as ``(what, shell line)``: its SuperNode and the SuperExec
     that runs its ClientApps, both with the site's SuperExec secret, working in
-    ``data_dir`` with Flower's home in ``data_dir/flwr-home``."""
+    ``data_dir`` with Flower's home in ``data_dir/flwr-home``. The SuperExec's line also
+    sets the training processes' memory settings (:mod:`fedrag_flower.allocator`: mimalloc
+    where installed, as in the site image), which its ClientApps inherit."""
     creds, home = credentials, Path(data_dir) / "flwr-home"
     supernode = supernode_args(
         superlink=superlink,
@@ -452,7 +463,12 @@ def site_commands(
         (
             "Its SuperExec: runs the ClientApps on this site's data (keep it running)",
             shell_command(
-                SUPEREXEC_PROGRAM, superexec, bin_dir=bin_dir, flwr_home=home, cwd=data_dir
+                SUPEREXEC_PROGRAM,
+                superexec,
+                bin_dir=bin_dir,
+                flwr_home=home,
+                cwd=data_dir,
+                env=RUNTIME_ENV | training_environment(),
             ),
         ),
     ]

@@ -211,6 +211,7 @@ class LoopbackDeployment:
             f"superexec-{site.name}",
             dep.SUPEREXEC_PROGRAM,
             self.clientapp_superexec_args(site, runtime_port),
+            env=self.env | dep.training_environment(),  # as the site image sets them
         )
 
     def spawn(

@@ -354,6 +354,12 @@ def test_supernode_command_prints_the_topology_commands(tmp_path, capsys):
     assert f"FLWR_HOME={tmp_path / 'index' / 'flwr-home'}" in supernode
     assert supernode.count("--superexec-auth-secret-file") == 1
     assert superexec.count("--superexec-auth-secret-file") == 1
+    # Its ClientApps train under the same memory settings as the site image's
+    from fedrag_flower.allocator import mimalloc_library
+
+    assert f"LD_PRELOAD={mimalloc_library()}" in superexec
+    assert "MIMALLOC_PURGE_DELAY=10000" in superexec
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY=64" in superexec
 
 
 def test_supernode_command_refuses_a_runtime_port_already_in_use(tmp_path, capsys):
