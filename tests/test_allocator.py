@@ -54,12 +54,18 @@ def test_system_allocator_on_request_or_without_mimalloc(monkeypatch):
 
 
 def test_the_shell_helper_prints_exports_that_a_shell_can_eval():
-    env = {**os.environ, "FEDRAG_ALLOCATOR": "system"}
+    env = {k: v for k, v in os.environ.items() if k != "ONEDNN_PRIMITIVE_CACHE_CAPACITY"}
+    env["FEDRAG_ALLOCATOR"] = "system"
     out = subprocess.run(
         [sys.executable, "-m", "fedrag_flower.allocator"], env=env, capture_output=True, text=True
     )
     assert out.returncode == 0 and out.stdout == "export ONEDNN_PRIMITIVE_CACHE_CAPACITY=64\n"
-    ours = ("LD_PRELOAD", "FEDRAG_ALLOCATOR", "MIMALLOC_PURGE_DELAY")
+    ours = (
+        "LD_PRELOAD",
+        "FEDRAG_ALLOCATOR",
+        "MIMALLOC_PURGE_DELAY",
+        "ONEDNN_PRIMITIVE_CACHE_CAPACITY",
+    )
     clean = {k: v for k, v in os.environ.items() if k not in ours}
     shell = f'eval "$({sys.executable} -m fedrag_flower.allocator)"; '
     shell += 'echo "$LD_PRELOAD|$MIMALLOC_PURGE_DELAY"'
