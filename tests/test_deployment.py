@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from fedrag_flower import deployment as dep
+from fedrag_flower.allocator import ENVIRONMENT, ONEDNN_ENVIRONMENT, mimalloc_library
 from fedrag_flower.loopback import (
     COMPOSE_SITES,
     LoopbackDeployment,
@@ -102,8 +103,6 @@ def test_the_app_image_preloads_the_mimalloc_that_setup_installs():
     assert pin in dockerfile  # the same build as the simulation's
     link = re.search(r'ln -s "\$lib" (\S+)', dockerfile).group(1)
     assert re.search(rf"ENV LD_PRELOAD={re.escape(link)}\b", dockerfile)
-    from fedrag_flower.allocator import ENVIRONMENT, ONEDNN_ENVIRONMENT
-
     for name, value in (ENVIRONMENT | ONEDNN_ENVIRONMENT).items():  # as the simulation's
         assert f"{name}={value}" in dockerfile
 
@@ -355,8 +354,6 @@ def test_supernode_command_prints_the_topology_commands(tmp_path, capsys):
     assert supernode.count("--superexec-auth-secret-file") == 1
     assert superexec.count("--superexec-auth-secret-file") == 1
     # Its ClientApps train under the same memory settings as the site image's
-    from fedrag_flower.allocator import mimalloc_library
-
     assert f"LD_PRELOAD={mimalloc_library()}" in superexec
     assert "MIMALLOC_PURGE_DELAY=10000" in superexec
     assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY=64" in superexec
