@@ -5,11 +5,11 @@
     python benchmarks/bench_answers.py --questions 8 --ask-runs 5
 
 ``query``: the first ``--questions`` default test questions (``bench_trainers.py`` uses
-the first 4), one at a time, after one warm-up answer, with the generator's bf16 flag on
-and off. Answers are generated in fp32 with the adapter merged whatever the flag (decoding
-reads every weight once per token, and bf16 autocast would cast them all again at every
-step), so the two rows should agree: a CPU without native bf16 answers as fast as one with
-it, clock for clock.
+the first 4), one at a time, after one warm-up answer: with fp32 weights, as a process that
+only answers holds them (``ask``, ``evaluate``, and any process on a CPU without bf16), and
+with the frozen weights in bf16, as a process that has trained holds them on a CPU with
+native bf16 (a run's own evaluation; see ``Generator``). Decoding reads every weight once
+per token: bf16 weights halve the bytes read.
 
 ``ask``: the command a user runs, in a fresh process each time (``--ask-runs``), wall time
 from process start to exit; then one more fresh process split into its phases (imports,
@@ -40,19 +40,22 @@ print(imported - start, loaded - imported, answered - loaded)
 """
 
 
-def query_seconds(system: Path, questions: list[str], bf16: bool) -> tuple[float, int]:
-    """Mean seconds per ``RAGSystem.query`` answer, and the answers' mean length in tokens."""
+def query_seconds(system: Path, questions: list[str], trained: bool) -> tuple[float, int, bool]:
+    """Mean seconds per ``RAGSystem.query`` answer, the answers' mean length in tokens, and
+    whether the weights were bf16 (``trained``: as after a trainer ran in the process)."""
     from fedrag_flower.rag import RAGSystem
 
     rag = RAGSystem.from_pretrained(system)
-    rag.generator.bf16 = bf16
+    if trained:
+        rag.generator.prepare_for_training()
     rag.query(questions[0])  # warm-up: first-call allocations and thread pools
     tokens = 0
     start = time.perf_counter()
     for question in questions:
         answer = rag.query(question).answer
         tokens += len(rag.generator.tokenizer(answer)["input_ids"])
-    return (time.perf_counter() - start) / len(questions), tokens // len(questions)
+    seconds = (time.perf_counter() - start) / len(questions)
+    return seconds, tokens // len(questions), rag.generator.bf16_weights
 
 
 def ask_seconds(system: Path, question: str) -> float:
@@ -82,12 +85,13 @@ def main() -> None:
         print(
             f"system: {args.system or 'untrained default'}; CPU native bf16: {cpu_supports_bf16()}"
         )
-        for bf16 in (True, False):
-            seconds, tokens = query_seconds(system, questions, bf16)
+        for trained in (False, True):
+            seconds, tokens, bf16 = query_seconds(system, questions, trained)
+            where = "in a process that has trained" if trained else "in a process that answers"
             print(
-                f"RAGSystem.query, bf16 flag {'on ' if bf16 else 'off'}: {seconds:.2f} s per "
-                f"answer over {len(questions)} test questions (answers {tokens} tokens on "
-                "average)"
+                f"RAGSystem.query, {where} ({'bf16' if bf16 else 'fp32'} weights): "
+                f"{seconds:.2f} s per answer over {len(questions)} test questions (answers "
+                f"{tokens} tokens on average)"
             )
         walls = [ask_seconds(system, questions[0]) for _ in range(args.ask_runs)]
         print(

@@ -43,6 +43,7 @@ from fedrag_flower.losses.scoring import (
     sequence_log_likelihoods,
 )
 from fedrag_flower.rag import RAGSystem
+from fedrag_flower.rag.generator import Generator
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT, ralt_examples
 
@@ -135,15 +136,18 @@ def naive_lsr(
     return time.perf_counter() - start, sum(losses) / len(losses)
 
 
-def parity(rag: RAGSystem, rows: list[dict], top_k: int, batch_size: int) -> dict[str, float]:
-    """Loss of one batch by the library's fast path and by the plain full-logits path."""
-    generator = rag.generator
+def parity(
+    rag: RAGSystem, naive: RAGSystem, rows: list[dict], top_k: int, batch_size: int
+) -> dict[str, float]:
+    """Loss of one batch by the library's fast path and by the plain full-logits path
+    (``naive``: the same system over fp32 weights)."""
+    generator, fp32 = rag.generator, naive.generator.model
     examples = ralt_examples(rag, rows, top_k)[:batch_size]
     batch = collate(examples, generator.tokenizer.pad_token_id)
     batch = {k: v.to(generator.device) for k, v in batch.items()}
     with torch.no_grad():
-        plain = -full_logits_target_log_probs(generator.model, **batch)[0].mean().item()
-        fast_fp32 = RALTLoss()(generator.model, **batch).item()
+        plain = -full_logits_target_log_probs(fp32, **batch)[0].mean().item()
+        fast_fp32 = RALTLoss()(fp32, **batch).item()
         with generator.autocast():
             fast_library = RALTLoss()(generator.model, **batch).item()
     return {"plain fp32": plain, "fast fp32": fast_fp32, "fast (library)": fast_library}
@@ -171,6 +175,12 @@ def main() -> None:
         f"(bf16 autocast: {rag.generator.bf16})"
     )
     initial = rag.adapter_state_dict()
+    # The naive reference runs in fp32, as a plain loop would: over its own copy of the
+    # generator with fp32 weights (the library's stores them in bf16 where the CPU has it).
+    naive = RAGSystem(
+        rag.retriever, rag.knowledge_store, Generator(device=args.device, bf16=False), rag.config
+    )
+    naive.load_adapter_state_dict(initial)
     train = default_qa("train")
     ralt_rows, lsr_rows = train[: args.pairs], train[: args.lsr_queries]
 
@@ -192,24 +202,24 @@ def main() -> None:
     rag.load_adapter_state_dict(initial)
     naive_rows = ralt_rows[: args.naive_pairs] if args.naive_pairs else ralt_rows
     naive_s, naive_tokens, naive_steps, naive_loss = naive_ralt_epoch(
-        rag, naive_rows, args.top_k, args.batch_size, 2e-4, seed=0
+        naive, naive_rows, args.top_k, args.batch_size, 2e-4, seed=0
     )
     scaled = len(naive_rows) < len(ralt_rows)
     if scaled:  # the whole epoch's seconds at the naive path's measured tokens/s
         naive_s_per_token = naive_s / naive_tokens
         naive_s, naive_tokens = naive_s_per_token * lib.tokens, lib.tokens
-    rag.load_adapter_state_dict(initial)
+    naive.load_adapter_state_dict(initial)
 
     # --- LSR: same epochs, candidates, batch size
     lsr_kwargs = dict(epochs=args.lsr_epochs, top_k=args.lsr_top_k, batch_size=16)
     lsr_lib = HuggingFaceTrainerForLSR(rag, lsr_rows, progress=False, **lsr_kwargs).train()
     rag.load_adapter_state_dict(initial)
     lsr_naive_s, lsr_naive_loss = naive_lsr(
-        rag, lsr_rows, args.lsr_top_k, args.lsr_epochs, 16, 1e-4, 0.05, 0.1, seed=0
+        naive, lsr_rows, args.lsr_top_k, args.lsr_epochs, 16, 1e-4, 0.05, 0.1, seed=0
     )
     rag.load_adapter_state_dict(initial)
 
-    losses = parity(rag, ralt_rows, args.top_k, args.batch_size)
+    losses = parity(rag, naive, ralt_rows, args.top_k, args.batch_size)
 
     questions = [row["query"] for row in default_qa("test")[: args.questions]]
     start = time.perf_counter()
@@ -274,7 +284,10 @@ def main() -> None:
         f"(max_new_tokens={rag.config.max_new_tokens})"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    print(f"peak resident memory of this process: {peak:.2f} GB")
+    print(
+        f"peak resident memory of this process: {peak:.2f} GB (it holds two generators: the "
+        "library's and the naive loop's fp32 one)"
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import torch
 
 from fedrag_flower.losses.ralt import RALTLoss
 from fedrag_flower.rag.generator import Generator
+from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT
 from tests.conftest import TINY_LORA
 from tests.test_losses import random_batch
 
@@ -29,7 +30,7 @@ def test_generation_puts_the_weights_back_exactly_and_keeps_the_adapter(tiny_gen
     generator = tiny_generator(tiny_generator_dir, bf16=bf16)
     before = {k: v.detach().clone() for k, v in generator.model.state_dict().items()}
     batch, _ = random_batch(prompt_lengths=(12, 7), target_lengths=(9, 14))
-    with torch.no_grad():
+    with torch.no_grad(), generator.autocast():
         loss_before = RALTLoss()(generator.model, **batch)
     prompts = [generator.tokenizer("Question: why?")["input_ids"]] * 2
     answers = generator.generate(prompts, max_new_tokens=6)
@@ -37,8 +38,68 @@ def test_generation_puts_the_weights_back_exactly_and_keeps_the_adapter(tiny_gen
     after = generator.model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
-    with torch.no_grad():
+    with torch.no_grad(), generator.autocast():
         assert RALTLoss()(generator.model, **batch).item() == loss_before.item()
+
+
+def test_bf16_stored_weights_train_exactly_as_autocast_over_fp32_weights(tiny_generator_dir):
+    """The frozen linear weights stored in bf16 give the same loss and adapter gradients
+    as bf16 autocast casting fp32 weights at each pass; the adapter, the tied embedding and
+    the norms stay fp32."""
+    results = []
+    for bf16_weights in (False, True):
+        generator = Generator(
+            str(tiny_generator_dir), TINY_LORA, bf16=True, bf16_weights=bf16_weights
+        )
+        generator.prepare_for_training()
+        assert generator.weights_in_bf16 == bf16_weights
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(2)
+            for name, param in generator.model.named_parameters():
+                if "lora_B" in name:
+                    param.normal_(0, 0.1)
+        batch, _ = random_batch(prompt_lengths=(12, 7), target_lengths=(9, 14))
+        with generator.autocast():
+            loss = RALTLoss()(generator.model, **batch)
+        loss.backward()
+        grads = [p.grad.clone() for p in generator.trainable_parameters()]
+        results.append((generator, loss.item(), grads))
+    (plain, plain_loss, plain_grads), (stored, stored_loss, stored_grads) = results
+    assert stored_loss == plain_loss
+    assert len(stored_grads) == len(plain_grads)
+    assert all(torch.equal(a, b) for a, b in zip(stored_grads, plain_grads))
+    dtypes = {name: p.dtype for name, p in stored.model.named_parameters()}
+    assert {d for n, d in dtypes.items() if "lora_" in n} == {torch.float32}
+    base_linear = [n for n in dtypes if n.endswith("q_proj.base_layer.weight")]
+    assert base_linear and all(dtypes[n] == torch.bfloat16 for n in base_linear)
+    assert stored.model.get_input_embeddings().weight.dtype == torch.float32
+    assert all(v.dtype == torch.float32 for v in stored.adapter_state_dict().values())
+    assert not plain.bf16_weights and all(
+        d == torch.float32 for d in (p.dtype for p in plain.model.parameters())
+    )
+
+
+def test_bf16_stored_weights_are_not_used_without_autocast(tiny_generator_dir):
+    generator = Generator(str(tiny_generator_dir), TINY_LORA, bf16=False, bf16_weights=True)
+    generator.prepare_for_training()
+    assert not generator.bf16_weights and not generator.weights_in_bf16
+    assert all(p.dtype == torch.float32 for p in generator.model.parameters())
+
+
+def test_only_training_stores_the_weights_in_bf16_and_answers_follow(tiny_rag, tiny_qa):
+    """A process that only answers keeps fp32 weights; a trainer's first pass switches to
+    bf16 weights, and answers after it are generated under bf16 autocast."""
+    generator = tiny_rag.generator
+    generator.bf16 = generator.bf16_weights = True  # the fixture's is fp32: as on a bf16 CPU
+    tiny_rag.query(tiny_qa[0]["query"])
+    assert not generator.weights_in_bf16
+    assert all(p.dtype == torch.float32 for p in generator.model.parameters())
+    HuggingFaceTrainerForRALT(tiny_rag, tiny_qa[:2], epochs=1, progress=False).train()
+    assert generator.weights_in_bf16
+    dtypes = {n: p.dtype for n, p in generator.model.named_parameters()}
+    assert any(d == torch.bfloat16 for d in dtypes.values())
+    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)
+    assert tiny_rag.query(tiny_qa[0]["query"]).answer is not None
 
 
 def test_generation_uses_the_adapter(tiny_generator_dir):

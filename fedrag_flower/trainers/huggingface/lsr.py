@@ -125,6 +125,7 @@ class HuggingFaceTrainerForLSR(Trainer):
     def train(self) -> TrainResult:
         started = time.perf_counter()
         args, retriever = self.args, self.rag_system.retriever
+        self.rag_system.generator.prepare_for_training()  # bf16 weights where they pay off
         self.targets = targets = lsr_targets(self.rag_system, self.rows, args)
         queries = [row["query"] for row in self.rows]
 

@@ -95,6 +95,7 @@ class HuggingFaceTrainerForRALT(Trainer):
     def train(self) -> TrainResult:
         started = time.perf_counter()
         args, generator = self.args, self.rag_system.generator
+        self.rag_system.generator.prepare_for_training()  # bf16 weights where they pay off
         # The retriever is frozen during RALT: retrieve and tokenize once for all epochs.
         examples = ralt_examples(
             self.rag_system, self.rows, args.top_k or self.rag_system.config.top_k, args.context
