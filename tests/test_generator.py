@@ -100,6 +100,11 @@ def test_only_training_stores_the_weights_in_bf16_and_answers_follow(tiny_rag, t
     assert any(d == torch.bfloat16 for d in dtypes.values())
     assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)
     assert tiny_rag.query(tiny_qa[0]["query"]).answer is not None
+    batch, _ = random_batch(prompt_lengths=(12, 7), target_lengths=(9, 14))
+    with pytest.raises(RuntimeError, match="generator.autocast"):
+        RALTLoss()(generator.model, **batch)  # bf16 weights outside autocast: a clear error
+    with generator.autocast():
+        assert torch.isfinite(RALTLoss()(generator.model, **batch))
 
 
 def test_generation_uses_the_adapter(tiny_generator_dir):

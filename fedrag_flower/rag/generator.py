@@ -93,6 +93,17 @@ class Generator:
         if self.bf16_weights and not self.weights_in_bf16:
             store_frozen_linear_weights_in_bf16(self.model)
             self.weights_in_bf16 = True
+            # Every pass starts at the input embeddings, whichever wrapper it goes through.
+            self.model.get_input_embeddings().register_forward_pre_hook(self._check_autocast)
+
+    def _check_autocast(self, module, args) -> None:
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        if not torch.is_autocast_enabled(device_type):
+            raise RuntimeError(
+                "The generator's frozen weights are stored in bf16 since it trained in this "
+                "process: run its model under `generator.autocast()` (or build the Generator "
+                "with bf16_weights=False, or set FEDRAG_BF16_WEIGHTS=0)."
+            )
 
     def autocast(self):
         """The training and scoring precision: bf16 autocast, or fp32 where bf16 is off."""
