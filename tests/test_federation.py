@@ -143,6 +143,9 @@ def test_the_system_answers_with_the_prompts_joined_ralt_trains_on():
     assert FederationSettings.from_run_config({"ralt-context": "parallel"}).ralt_args(
         1
     ).context == ("parallel")
+    assert not FederationSettings().ralt_args(1).supported_only
+    chosen = FederationSettings.from_run_config({"ralt-supported-only": True})
+    assert chosen.ralt_args(1).supported_only
 
 
 def test_lora_targets_choose_the_generators_adapted_layers(tiny_generator_dir):

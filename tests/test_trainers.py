@@ -209,6 +209,34 @@ def test_joined_ralt_puts_a_pairs_top_k_chunks_in_one_prompt(tiny_rag, tiny_qa, 
         ralt_examples(tiny_rag, tiny_qa, 2, "stacked")
 
 
+@pytest.mark.parametrize("context", ["joined", "parallel"])
+def test_supported_only_ralt_skips_the_pairs_whose_chunks_lack_their_gold(
+    tiny_rag, tiny_qa, context
+):
+    """A pair whose top-k holds one of its gold ids trains, one whose top-k holds none is
+    skipped, and a pair without gold ids always trains."""
+    from fedrag_flower.trainers.huggingface.ralt import ralt_examples
+
+    sources = tiny_rag.retrieve([row["query"] for row in tiny_qa[:3]], 2)
+    rows = [
+        dict(tiny_qa[0], gold_ids=[sources[0][1].id]),  # its second chunk: supported
+        dict(tiny_qa[1], gold_ids=["not-retrieved"]),  # skipped
+        dict(tiny_qa[2]),  # no gold ids: trains
+    ]
+    per_pair = 2 if context == "parallel" else 1
+    every = ralt_examples(tiny_rag, rows, 2, context)
+    kept = ralt_examples(tiny_rag, rows, 2, context, supported_only=True)
+    assert len(every) == 3 * per_pair and len(kept) == 2 * per_pair
+    skipped = every[per_pair : 2 * per_pair]
+    assert [e.input_ids for e in kept] == [
+        e.input_ids for e in every if all(e.input_ids != s.input_ids for s in skipped)
+    ]
+    result = HuggingFaceTrainerForRALT(
+        tiny_rag, rows, top_k=2, context=context, supported_only=True, progress=False
+    ).train()
+    assert result.examples == 2 * per_pair
+
+
 def test_ralt_lowers_the_loss_of_its_training_pairs(tiny_rag, tiny_qa):
     trainer = HuggingFaceTrainerForRALT(
         tiny_rag, tiny_qa, epochs=6, batch_size=4, top_k=1, learning_rate=1e-2, progress=False

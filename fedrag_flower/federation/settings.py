@@ -62,6 +62,9 @@ class FederationSettings:
         ralt_context: ``joined`` (one RALT example per pair, its top_k chunks in one
             prompt; the default, not RA-DIT's objective) or ``parallel`` (RA-DIT's: one
             example per chunk). See ``fedrag_flower.trainers.huggingface.ralt``.
+        ralt_supported_only: RALT trains only on the pairs whose retrieved chunks hold a
+            gold chunk (pairs without gold ids always train); a changed objective, see
+            ``RALTTrainingArgs.supported_only``.
         context_k: chunks in the prompt the system answers (and is evaluated) with; 0 (the
             default) means top_k, so joined training trains on the prompts the system
             answers with. The saved system keeps it.
@@ -135,6 +138,7 @@ class FederationSettings:
     retriever_lora_alpha: int = 16
     top_k: int = 3
     ralt_context: str = "joined"
+    ralt_supported_only: bool = False
     context_k: int = 0
     lsr_top_k: int = 8
     lsr_gamma: float = 0.05
@@ -301,6 +305,7 @@ class FederationSettings:
             learning_rate=self.lr_generator,
             batch_size=self.batch_size,
             context=self.ralt_context,
+            supported_only=self.ralt_supported_only,
             max_tokens_per_pass=self.max_tokens_per_pass,
             max_steps=self.local_steps or None,
             proximal_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,

@@ -32,18 +32,27 @@ class RALTTrainingArgs(TrainingArgs):
         max_tokens_per_pass: a batch goes through the model in micro-batches of at most
             this many (padded) tokens, gradients accumulated: the same step, with peak
             activation memory bounded (8 x 224 tokens in one pass held 3.5 GB).
+        supported_only: (not RA-DIT's; a changed objective) train only on the pairs whose
+            retrieved chunks hold one of their ``gold_ids``; pairs without gold ids always
+            train. RA-DIT trains every pair, also after chunks that do not hold its answer,
+            which teaches the generator to write an answer its context does not support.
     """
 
     top_k: int | None = None
     context: str = "parallel"
     max_tokens_per_pass: int = 1024
+    supported_only: bool = False
 
 
 RALT_CONTEXTS = ("parallel", "joined")
 
 
 def ralt_examples(
-    rag_system: RAGSystem, rows: list[dict], top_k: int, context: str = "parallel"
+    rag_system: RAGSystem,
+    rows: list[dict],
+    top_k: int,
+    context: str = "parallel",
+    supported_only: bool = False,
 ) -> list[Example]:
     """The training examples of ``rows``; the target is always response + EOS.
 
@@ -55,11 +64,21 @@ def ralt_examples(
     questions of the default data (one epoch on 135 pairs, top 3) joined training gave
     F1 0.671 / EM 0.580 against 0.451 / 0.284 for parallel, for 44 % fewer tokens.
 
+    ``supported_only`` drops the pairs that have gold ids none of whose chunks were
+    retrieved (see ``RALTTrainingArgs``).
+
     Retrieval runs once here, batched, for all pairs: the retriever is frozen during RALT.
     """
     if context not in RALT_CONTEXTS:
         raise ValueError(f"RALT context must be one of {RALT_CONTEXTS}, got {context!r}")
     sources = rag_system.retrieve([row["query"] for row in rows], top_k)
+    if supported_only:
+        kept = [
+            (row, chunks)
+            for row, chunks in zip(rows, sources)
+            if not row.get("gold_ids") or set(row["gold_ids"]) & {c.id for c in chunks}
+        ]
+        rows, sources = [row for row, _ in kept], [chunks for _, chunks in kept]
     if context == "joined":
         return [
             rag_system.prompts.example(
@@ -98,7 +117,11 @@ class HuggingFaceTrainerForRALT(Trainer):
         self.rag_system.generator.prepare_for_training()  # bf16 weights where they pay off
         # The retriever is frozen during RALT: retrieve and tokenize once for all epochs.
         examples = ralt_examples(
-            self.rag_system, self.rows, args.top_k or self.rag_system.config.top_k, args.context
+            self.rag_system,
+            self.rows,
+            args.top_k or self.rag_system.config.top_k,
+            args.context,
+            args.supported_only,
         )
         lengths = [len(e.input_ids) for e in examples]
         pad = generator.tokenizer.pad_token_id
