@@ -110,6 +110,31 @@ def test_an_interrupted_arm_resumes_after_its_last_round_to_the_same_adapters(
     assert history[1]["global_update"]["norm"] > 0
 
 
+def test_a_federation_that_adapts_chunks_reindexes_each_sites_store_for_the_global_adapter(
+    tiny_generator_dir, tmp_path
+):
+    import numpy as np
+
+    settings = FederationSettings(
+        **TINY_SETTINGS, generator_model=str(tiny_generator_dir), lora_r=4, lora_alpha=8,
+        adapt_chunks=True, lr_retriever=3e-3, num_server_rounds=2,
+    )  # fmt: skip
+    sites = tiny_sites(tmp_path)
+    models = SeedModels(settings)
+    assert models.retriever.adapt_chunks
+    state, history = train_arm(Arm("federated", sites, settings), models, tmp_path / "a.pt")
+    assert history[1]["train"]["lsr-loss"] > 0
+    for site in sites:
+        system = models.system(site)
+        system.load_adapter_state_dict(state)
+        base = system.knowledge_store.embeddings.copy()
+        system.retrieve(["Who may remove asbestos?"])  # re-encodes for the global adapter
+        store = system.knowledge_store
+        adapted = models.retriever.encode_chunks(store.texts, adapted=True)
+        np.testing.assert_allclose(store.embeddings, adapted, atol=1e-6)
+        assert np.abs(store.embeddings - base).max() > 1e-5, site.name
+
+
 def _result(arm: str, seed: int, level: float, sites=("site0", "site1")) -> dict:
     figures = {m: level for m in METRICS}
     result = {"arm": arm, "seed": seed, "test": {"all": figures, "sites": {}}}

@@ -146,6 +146,8 @@ def test_the_system_answers_with_the_prompts_joined_ralt_trains_on():
     assert not FederationSettings().ralt_args(1).supported_only
     chosen = FederationSettings.from_run_config({"ralt-supported-only": True})
     assert chosen.ralt_args(1).supported_only
+    assert not FederationSettings().adapt_chunks
+    assert FederationSettings.from_run_config({"adapt-chunks": True}).adapt_chunks
 
 
 def test_lora_targets_choose_the_generators_adapted_layers(tiny_generator_dir):

@@ -49,6 +49,31 @@ def test_exact_backends_return_cosine_top_k_like_numpy(backend):
     assert [c.id for c in chunks_found] == [f"c{p}" for p in expected[0]]
 
 
+@pytest.mark.parametrize(
+    "backend",
+    [KnowledgeStore, FaissHNSWKnowledgeStore, QdrantKnowledgeStore],
+    ids=lambda b: b.backend,
+)
+def test_every_backend_reindexes_its_chunks_under_new_embeddings(backend):
+    """What a store does when a retriever that adapts its chunks re-encodes them."""
+    old, new = unit_rows(60, 16, seed=0), unit_rows(60, 16, seed=2)
+    queries = unit_rows(5, 16, seed=3)
+    store = backend([f"c{i}" for i in range(60)], ["t"] * 60, old)
+    store.replace_embeddings(new, chunk_encoding=(1, 2))
+    fresh = backend([f"c{i}" for i in range(60)], ["t"] * 60, new)
+    np.testing.assert_array_equal(store.search(queries, 5)[1], fresh.search(queries, 5)[1])
+    assert store.chunk_encoding == (1, 2)
+    with pytest.raises(ValueError, match=r"new embeddings have shape \(3, 16\)"):
+        store.replace_embeddings(new[:3])
+
+
+def test_chunks_adapt_only_with_one_shared_encoder():
+    from fedrag_flower.rag.retriever import Retriever
+
+    with pytest.raises(ValueError, match="adapt_chunks needs one shared encoder"):
+        Retriever(context_model_name_or_path="some/context-encoder", adapt_chunks=True)
+
+
 def test_qdrant_returns_faiss_exact_top_k_on_the_default_data(minilm_retriever):
     """The packaged FAQ corpus (503 chunks) and the 101 default test questions, real
     MiniLM embeddings: Qdrant's top-10 ids equal FAISS exact search's, in order."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from fedrag_flower.losses.lsr import LSRLoss
 from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, target_log_probs
 from fedrag_flower.trainers.args import with_overrides
 from fedrag_flower.trainers.batching import length_batches
@@ -16,6 +17,7 @@ from fedrag_flower.trainers.huggingface import lsr as lsr_module
 from fedrag_flower.trainers.huggingface.lsr import HuggingFaceTrainerForLSR, LSRTrainingArgs
 from fedrag_flower.trainers.huggingface.ralt import HuggingFaceTrainerForRALT, RALTTrainingArgs
 from fedrag_flower.trainers.result import TrainResult
+from tests.conftest import TINY_CORPUS, TINY_LORA
 
 
 def snapshot(params) -> list[torch.Tensor]:
@@ -406,3 +408,86 @@ def test_proximal_term_moves_the_minimum_as_fedprox_says(mu):
     w.grad = None
     proximal_term([w], [anchor], 3.0).backward()
     torch.testing.assert_close(w.grad, 3.0 * (w.detach() - anchor))
+
+
+@pytest.fixture
+def tiny_rag_adapting_chunks(tiny_generator_dir):
+    """``tiny_rag`` with a retriever whose adapter encodes the chunks too."""
+    from fedrag_flower.rag import Generator, KnowledgeStore, RAGConfig, RAGSystem, Retriever
+
+    retriever = Retriever(adapt_chunks=True)
+    store = KnowledgeStore.from_corpus(TINY_CORPUS, retriever)
+    generator = Generator(str(tiny_generator_dir), TINY_LORA, bf16=False)
+    return RAGSystem(retriever, store, generator, RAGConfig(top_k=2, max_length=160))
+
+
+def test_lsr_adapting_chunks_trains_through_both_sides_and_reindexes(
+    tiny_rag_adapting_chunks, tiny_qa, monkeypatch
+):
+    rag = tiny_rag_adapting_chunks
+    retriever, store = rag.retriever, rag.knowledge_store
+    base = store.embeddings.copy()
+    encoded = []
+    chunk_embeddings = retriever.chunk_embeddings
+
+    def recording(texts):
+        embeddings = chunk_embeddings(texts)
+        encoded.append((len(texts), embeddings.requires_grad))
+        return embeddings
+
+    monkeypatch.setattr(retriever, "chunk_embeddings", recording)
+    trainer = HuggingFaceTrainerForLSR(
+        rag, tiny_qa, epochs=2, batch_size=3, top_k=4, learning_rate=3e-3, progress=False
+    )
+    result = trainer.train()
+    # every step encodes its batch's distinct candidates through the adapter, with gradient
+    positions = trainer.targets.positions
+    assert len(encoded) == result.steps == 4
+    assert all(grad for _, grad in encoded)
+    assert all(n <= 3 * 4 for n, _ in encoded) and max(n for n, _ in encoded) <= len(store)
+    assert len({tuple(p) for p in positions.tolist()}) > 1
+    # the store is untouched until the next retrieval, which re-encodes it through the
+    # trained adapter: then its embeddings equal a fresh adapted encoding of its chunks
+    np.testing.assert_array_equal(store.embeddings, base)
+    rag.retrieve(["How long does a building permit take?"])
+    adapted = retriever.encode_chunks(store.texts, adapted=True)
+    np.testing.assert_allclose(store.embeddings, adapted, atol=1e-6)
+    assert np.abs(store.embeddings - base).max() > 1e-4
+    assert store.chunk_encoding == retriever.chunk_encoding is not None
+    # and a second retrieval with the adapter unchanged encodes nothing again
+    monkeypatch.setattr(retriever, "encode_chunks", lambda *a, **k: pytest.fail("re-encoded"))
+    rag.retrieve(["Who may remove asbestos?"])
+
+
+def test_lsr_on_the_query_side_only_sends_no_gradient_to_the_chunks():
+    query = torch.nn.functional.normalize(torch.randn(2, 8), dim=-1).requires_grad_()
+    chunks = torch.nn.functional.normalize(torch.randn(2, 3, 8), dim=-1).requires_grad_()
+    target = torch.softmax(torch.randn(2, 3), dim=-1)
+    for train_chunks in (False, True):
+        chunks.grad = None
+        LSRLoss(0.05, train_chunks)(query, chunks, target).backward()
+        assert (chunks.grad is not None and chunks.grad.abs().sum() > 0) == train_chunks
+
+
+def test_loading_adapters_reindexes_a_store_that_adapts_chunks_and_saves_it(
+    tiny_rag_adapting_chunks, tmp_path
+):
+    from fedrag_flower.rag import RAGSystem
+
+    rag = tiny_rag_adapting_chunks
+    state = rag.adapter_state_dict()
+    with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        for key in state:
+            if key.startswith("retriever.") and "lora_B" in key:
+                state[key] = torch.randn_like(state[key]) * 0.05
+    rag.load_adapter_state_dict(state)
+    hits = rag.retrieve(["Who may remove asbestos?"], k=6)[0]
+    adapted = rag.retriever.encode_chunks(rag.knowledge_store.texts, adapted=True)
+    np.testing.assert_allclose(rag.knowledge_store.embeddings, adapted, atol=1e-6)
+    rag.save_pretrained(tmp_path / "system")
+    loaded = RAGSystem.from_pretrained(tmp_path / "system")
+    assert loaded.retriever.adapt_chunks
+    np.testing.assert_allclose(loaded.knowledge_store.embeddings, adapted, atol=1e-6)
+    again = loaded.retrieve(["Who may remove asbestos?"], k=6)[0]
+    assert [c.id for c in again] == [c.id for c in hits]

@@ -165,7 +165,12 @@ class SeedModels:
 
     def __init__(self, settings: FederationSettings) -> None:
         self.settings = settings
-        self.retriever = Retriever(settings.retriever_model, None, settings.retriever_lora())
+        self.retriever = Retriever(
+            settings.retriever_model,
+            None,
+            settings.retriever_lora(),
+            adapt_chunks=settings.adapt_chunks,
+        )
         self.generator = Generator(settings.generator_model, settings.generator_lora())
         self._stores: dict[str, BaseKnowledgeStore] = {}
         empty = KnowledgeStore([], [], np.zeros((0, self.retriever.dim), "float32"))

@@ -24,7 +24,12 @@ def server_rag_system(settings: FederationSettings) -> RAGSystem:
     from fedrag_flower.rag.generator import Generator
     from fedrag_flower.rag.retriever import Retriever
 
-    retriever = Retriever(settings.retriever_model, None, settings.retriever_lora())
+    retriever = Retriever(
+        settings.retriever_model,
+        None,
+        settings.retriever_lora(),
+        adapt_chunks=settings.adapt_chunks,
+    )
     if settings.server_corpus == "none":
         store = KnowledgeStore([], [], np.zeros((0, retriever.dim), "float32"))
     else:

@@ -52,6 +52,14 @@ class FederationSettings:
             ~0.9 GB less than 1024, and trains ~15-25 % slower on 2 cores.
         lora_r / lora_alpha / lora_dropout: generator LoRA; retriever_lora_r/alpha: the
             query adapter's.
+        adapt_chunks: the retriever's adapter encodes the chunks too, and LSR trains it
+            through both the queries and the candidate chunks (REPLUG's retriever training
+            with re-indexing, instead of RA-DIT's query side only): each site re-encodes
+            its knowledge store whenever the adapter changes (once per round and site
+            after loading the global adapters, once after LSR; ~3 s for the default 503
+            chunks on 2 cores, minutes per round at 100k chunks), and the saved system's
+            store holds the adapted embeddings. Each LSR step also encodes its candidates
+            through the adapter (~8x the retriever's work per query).
         lora_targets: the generator's adapted layers, comma-separated names ("": the
             attention projections q/k/v/o of Llama-style models).
         lora_freeze_a: keep both adapters' A matrices at their seeded initialisation and
@@ -136,6 +144,7 @@ class FederationSettings:
     lora_freeze_a: bool = False
     retriever_lora_r: int = 8
     retriever_lora_alpha: int = 16
+    adapt_chunks: bool = False
     top_k: int = 3
     ralt_context: str = "joined"
     ralt_supported_only: bool = False

@@ -90,12 +90,18 @@ def site_rag_system(site: Site, settings: FederationSettings) -> RAGSystem:
             settings.retriever_model,
             settings.generator_lora(),
             settings.retriever_lora(),
+            settings.adapt_chunks,
         )
     )
     if models_key not in _MODELS:
         _MODELS.clear()
         _STORES.clear()
-        retriever = Retriever(settings.retriever_model, None, settings.retriever_lora())
+        retriever = Retriever(
+            settings.retriever_model,
+            None,
+            settings.retriever_lora(),
+            adapt_chunks=settings.adapt_chunks,
+        )
         generator = Generator(settings.generator_model, settings.generator_lora())
         _MODELS[models_key] = (retriever, generator)
     mark("models")

@@ -27,10 +27,13 @@ class LSRLoss(nn.Module):
         L = mean_x sum_c Q(c|x,y) * (log Q(c|x,y) - log P_R(c|x))
 
     The query embeddings E_q(x) must come from the live, trainable query encoder (unit
-    norm); the chunk embeddings e_c come from the frozen context side and get no gradient.
+    norm); the chunk embeddings e_c come from the frozen context side and get no gradient,
+    unless ``train_chunks`` (a retriever whose adapter encodes the chunks too: then e_c
+    must come from the live encoder as well, and the loss trains it through both sides).
 
     Args:
         gamma: retrieval temperature.
+        train_chunks: let the gradient flow into the chunk embeddings.
 
     Input: ``query_embeddings [n, d]`` (with grad), ``chunk_embeddings [n, k, d]``,
     ``target [n, k]`` from ``lm_target_distribution``.
@@ -38,9 +41,10 @@ class LSRLoss(nn.Module):
     >>> loss = LSRLoss(gamma=0.05)(retriever.query_embeddings(queries), chunks, q_target)
     """
 
-    def __init__(self, gamma: float = 0.05) -> None:
+    def __init__(self, gamma: float = 0.05, train_chunks: bool = False) -> None:
         super().__init__()
         self.gamma = gamma
+        self.train_chunks = train_chunks
 
     def forward(
         self,
@@ -48,6 +52,8 @@ class LSRLoss(nn.Module):
         chunk_embeddings: torch.Tensor,
         target: torch.Tensor,
     ) -> torch.Tensor:
-        scores = torch.einsum("nd,nkd->nk", query_embeddings, chunk_embeddings.detach())
+        if not self.train_chunks:
+            chunk_embeddings = chunk_embeddings.detach()
+        scores = torch.einsum("nd,nkd->nk", query_embeddings, chunk_embeddings)
         log_p_retriever = F.log_softmax(scores / self.gamma, dim=-1)
         return F.kl_div(log_p_retriever, target, reduction="batchmean")

@@ -70,6 +70,9 @@ class BaseKnowledgeStore(ABC):
         self.titles = list(titles) if titles is not None else [None] * len(ids)
         self.embeddings = np.ascontiguousarray(embeddings, dtype="float32")
         self.encoder = encoder
+        # What encoded the embeddings when a retriever adapts its chunk side: None = the
+        # frozen base encoder (see Retriever.chunk_encoding, RAGSystem.refresh_index).
+        self.chunk_encoding: tuple[int, int] | None = None
         self._position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
         self._build_index()
 
@@ -94,6 +97,17 @@ class BaseKnowledgeStore(ABC):
     def options(self) -> dict[str, Any]:
         """Backend options worth recording in ``store.json`` (index parameters)."""
         return {}
+
+    def replace_embeddings(self, embeddings: np.ndarray, chunk_encoding=None) -> None:
+        """Re-index the same chunks under new embeddings (a re-encoded corpus)."""
+        if embeddings.shape != self.embeddings.shape:
+            raise ValueError(
+                f"new embeddings have shape {embeddings.shape}, the store holds "
+                f"{self.embeddings.shape}"
+            )
+        self.embeddings = np.ascontiguousarray(embeddings, dtype="float32")
+        self.chunk_encoding = chunk_encoding
+        self._build_index()
 
     # -- shared behaviour ----------------------------------------------------------------
 

@@ -61,6 +61,7 @@ class QdrantKnowledgeStore(BaseKnowledgeStore):
             self.client = QdrantClient(location=":memory:")
         else:
             self.client = QdrantClient(path=str(location))
+        self._named = collection is not None
         self.collection = collection or f"fedrag-{self.content_hash()[:16]}"
         try:
             self._fill_collection(models)
@@ -80,6 +81,18 @@ class QdrantKnowledgeStore(BaseKnowledgeStore):
             digest.update(chunk_id.encode() + b"\0")
         digest.update(self.embeddings.tobytes())
         return digest.hexdigest()
+
+    def replace_embeddings(self, embeddings: np.ndarray, chunk_encoding=None) -> None:
+        """Re-upload the chunks under new embeddings: into a collection named after them,
+        or into the named collection, emptied first."""
+        from qdrant_client import models
+
+        super().replace_embeddings(embeddings, chunk_encoding)
+        if self._named:
+            self.client.delete_collection(self.collection)
+        else:
+            self.collection = f"fedrag-{self.content_hash()[:16]}"
+        self._fill_collection(models)
 
     def _fill_collection(self, models) -> None:
         if self.client.collection_exists(self.collection):

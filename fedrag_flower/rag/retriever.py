@@ -27,11 +27,20 @@ class Retriever:
     the frozen base model and a built index never needs re-encoding. With a dual encoder the
     context encoder has no adapter at all.
 
+    With ``adapt_chunks`` (shared encoder only) the adapter encodes the chunks too, as
+    REPLUG trains its retriever on both sides and re-indexes (Shi et al., 2023): LSR then
+    trains it through both the query and the candidates' embeddings, and a store's
+    embeddings are valid only for the adapter they were encoded with.
+    ``RAGSystem.refresh_index`` re-encodes a store when ``chunk_encoding`` has changed (a
+    few seconds for the default 503 chunks on 2 cores; about the time of building the
+    index from scratch for a large corpus).
+
     Args:
         model_name_or_path: query encoder (any sentence-transformers id or path).
         context_model_name_or_path: separate context encoder, or ``None`` to share.
         lora: LoRA settings for the query path, or ``None`` for no adapter.
         device: torch device.
+        adapt_chunks: the adapter encodes chunks too (see above).
     """
 
     def __init__(
@@ -40,7 +49,15 @@ class Retriever:
         context_model_name_or_path: str | None = None,
         lora: LoraSettings | None = None,
         device: str = "cpu",
+        adapt_chunks: bool = False,
     ) -> None:
+        if adapt_chunks and context_model_name_or_path:
+            raise ValueError(
+                "adapt_chunks needs one shared encoder: a dual encoder's context model "
+                f"({context_model_name_or_path}) has no adapter to adapt"
+            )
+        self.adapt_chunks = adapt_chunks
+        self._adapter_version = 0  # bumped whenever the adapter's weights may have changed
         self.model_name_or_path = model_name_or_path
         self.context_model_name_or_path = context_model_name_or_path
         self.lora = lora if lora is not None else LoraSettings(r=8, alpha=16, dropout=0.0)
@@ -85,10 +102,36 @@ class Retriever:
         embeddings = self.query_model(features)["sentence_embedding"]
         return F.normalize(embeddings, dim=-1)
 
+    @property
+    def chunk_encoding(self) -> tuple[int, int] | None:
+        """What ``encode_chunks(adapted=True)`` encodes with now: ``None`` for the frozen
+        base encoder (no ``adapt_chunks``, or an adapter not changed since it was
+        initialised: LoRA starts as the identity), else a key that changes with every
+        change of the adapter."""
+        if not self.adapt_chunks or self._adapter_version == 0:
+            return None
+        return (id(self), self._adapter_version)
+
+    def adapter_changed(self) -> None:
+        """Record that the adapter's weights changed (training, loading)."""
+        self._adapter_version += 1
+
+    def chunk_embeddings(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm chunk embeddings through the adapter, carrying gradient into it
+        (``adapt_chunks`` only)."""
+        if not self.adapt_chunks:
+            raise ValueError("chunk embeddings carry no gradient unless adapt_chunks is set")
+        return self.query_embeddings(texts)
+
     def encode_chunks(
-        self, texts: list[str], batch_size: int = 64, show_progress: bool = False
+        self,
+        texts: list[str],
+        batch_size: int = 64,
+        show_progress: bool = False,
+        adapted: bool = False,
     ) -> np.ndarray:
-        """Unit-norm chunk embeddings from the frozen context side, float32 numpy."""
+        """Unit-norm chunk embeddings, float32 numpy: from the frozen context side, or
+        with ``adapted`` (and ``adapt_chunks``) through the adapter."""
         kwargs = dict(
             batch_size=batch_size,
             normalize_embeddings=True,
@@ -97,6 +140,8 @@ class Retriever:
         )
         if self.context_model is not None:
             return self.context_model.encode(texts, **kwargs).astype("float32")
+        if adapted and self.adapt_chunks:
+            return self.query_model.encode(texts, **kwargs).astype("float32")
         with self.peft_model.disable_adapter():
             return self.query_model.encode(texts, **kwargs).astype("float32")
 
@@ -105,6 +150,7 @@ class Retriever:
 
     def load_adapter_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         _load_adapter(self.peft_model, state)
+        self.adapter_changed()
 
     def save_adapter(self, directory: str) -> None:
         """Save the query adapter in PEFT's format (``adapter_config.json`` + safetensors)."""

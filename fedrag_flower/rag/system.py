@@ -101,18 +101,20 @@ class RAGSystem:
         device: str = "cpu",
         store_backend: str = "faiss",
         store_options: dict | None = None,
+        adapt_chunks: bool = False,
     ) -> RAGSystem:
         """Build a system from model names and corpus rows (default: the packaged models
         and the embedded Zaragoza FAQ corpus). With ``store_dir`` the index is saved there
         and reused while the corpus and encoder are unchanged. ``store_backend`` picks the
         knowledge store (``faiss`` exact, ``faiss-hnsw``, ``faiss-ivf``, ``qdrant``; see
         ``fedrag_flower.rag.store_backends``), ``store_options`` its keywords (e.g.
-        ``{"url": "http://localhost:6333"}`` for a Qdrant server)."""
+        ``{"url": "http://localhost:6333"}`` for a Qdrant server). ``adapt_chunks``: the
+        retriever's adapter encodes the chunks too (``Retriever``)."""
         if corpus is None:
             from fedrag_flower.data import default_corpus
 
             corpus = default_corpus()
-        retriever = Retriever(retriever_model, context_model, retriever_lora, device)
+        retriever = Retriever(retriever_model, context_model, retriever_lora, device, adapt_chunks)
         backend = store_class(store_backend)
         if store_dir is not None:
             store = backend.load_or_build(store_dir, corpus, retriever, **(store_options or {}))
@@ -123,8 +125,21 @@ class RAGSystem:
 
     # -- retrieval and answering -------------------------------------------------------
 
+    def refresh_index(self) -> None:
+        """Re-encode the knowledge store's chunks if the retriever adapts its chunk side
+        and its adapter has changed since they were encoded (training, a round's global
+        adapters); otherwise nothing. Every retrieval calls this first."""
+        store, encoding = self.knowledge_store, self.retriever.chunk_encoding
+        if store.chunk_encoding == encoding or not len(store):
+            return
+        embeddings = self.retriever.encode_chunks(
+            store.texts, adapted=encoding is not None, show_progress=len(store) > 2000
+        )
+        store.replace_embeddings(embeddings, encoding)
+
     def retrieve(self, queries: list[str], k: int | None = None) -> list[list[SourceChunk]]:
         """Top-k chunks for each query, best first."""
+        self.refresh_index()
         scores, positions = self.knowledge_store.search(
             self.retriever.encode_queries(queries), k or self.config.top_k
         )
@@ -182,6 +197,7 @@ class RAGSystem:
                 "model": self.retriever.model_name_or_path,
                 "context_model": self.retriever.context_model_name_or_path,
                 "lora": asdict(self.retriever.lora),
+                "adapt_chunks": self.retriever.adapt_chunks,
             },
             "config": asdict(self.config),
         }
@@ -201,6 +217,7 @@ class RAGSystem:
             self.generator.save_adapter(str(tmp / "generator_adapter"))
             self.retriever.save_adapter(str(tmp / "retriever_adapter"))
             if include_store:
+                self.refresh_index()
                 self.knowledge_store.save(tmp / "knowledge_store")
             manifest = self.manifest() | {"extra": extra or {}}
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
@@ -240,7 +257,11 @@ class RAGSystem:
                 f"({type(error).__name__}: {error}); was it written by another tool or damaged?"
             ) from None
         retriever = Retriever(
-            retriever_spec["model"], retriever_spec["context_model"], retriever_lora, device
+            retriever_spec["model"],
+            retriever_spec["context_model"],
+            retriever_lora,
+            device,
+            bool(retriever_spec.get("adapt_chunks", False)),
         )
         generator = Generator(generator_spec["model"], generator_lora, device)
         for name, part in (("retriever_adapter", retriever), ("generator_adapter", generator)):
@@ -264,4 +285,6 @@ class RAGSystem:
             knowledge_store = load_store(
                 directory / "knowledge_store", store_backend, **(store_options or {})
             )
+            # saved by save_pretrained, encoded with the adapter saved beside it
+            knowledge_store.chunk_encoding = retriever.chunk_encoding
         return cls(retriever, knowledge_store, generator, config)

@@ -69,6 +69,7 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     log-likelihood does not depend on what shares its batch. The generator is frozen during
     LSR, so this runs once per ``train()`` and is cached.
     """
+    rag_system.refresh_index()
     store, generator = rag_system.knowledge_store, rag_system.generator
     queries = [row["query"] for row in rows]
     _, positions = store.search(rag_system.retriever.encode_queries(queries), args.top_k)
@@ -101,7 +102,10 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
 
 class HuggingFaceTrainerForLSR(Trainer):
     """Trains the retriever's query adapter with ``LSRLoss``; generator and chunk
-    embeddings stay frozen, so the knowledge store remains valid.
+    embeddings stay frozen, so the knowledge store remains valid. With a retriever that
+    adapts its chunk side (``Retriever(adapt_chunks=True)``) each step encodes the batch's
+    candidate chunks through the adapter too and trains both sides; the store is then
+    re-encoded at its next retrieval (``RAGSystem.refresh_index``).
 
     >>> trainer = HuggingFaceTrainerForLSR(rag_system, train_dataset)
     >>> print(trainer.train().loss)
@@ -127,6 +131,7 @@ class HuggingFaceTrainerForLSR(Trainer):
         args, retriever = self.args, self.rag_system.retriever
         self.rag_system.generator.prepare_for_training()  # bf16 weights where they pay off
         self.targets = targets = lsr_targets(self.rag_system, self.rows, args)
+        self.loss_fn.train_chunks = retriever.adapt_chunks
         queries = [row["query"] for row in self.rows]
 
         def epoch_batches(rng: random.Random) -> list[list[list[int]]]:
@@ -135,23 +140,36 @@ class HuggingFaceTrainerForLSR(Trainer):
             size = args.batch_size
             return [[order[i : i + size]] for i in range(0, len(order), size)]
 
+        def chunk_embeddings(index: torch.Tensor) -> torch.Tensor:
+            if not retriever.adapt_chunks:
+                return targets.chunk_embeddings[index]
+            # through the adapter: each distinct candidate of the batch encoded once
+            positions = targets.positions[index]
+            distinct, inverse = torch.unique(positions, return_inverse=True)
+            texts = self.rag_system.knowledge_store.texts
+            encoded = retriever.chunk_embeddings([texts[p] for p in distinct.tolist()])
+            return encoded[inverse]
+
         def step(batch: list[int]) -> Step:
             index = torch.tensor(batch)
             query_embeddings = retriever.query_embeddings([queries[i] for i in batch])
             loss = self.loss_fn(
                 query_embeddings,
-                targets.chunk_embeddings[index].to(query_embeddings.device),
+                chunk_embeddings(index).to(query_embeddings.device),
                 targets.target[index].to(query_embeddings.device),
             )
             return Step(loss, len(batch))
 
-        return train_loop(
-            retriever.query_model,
-            retriever.trainable_parameters(),
-            args,
-            epoch_batches,
-            step,
-            "LSR",
-            started,
-            tokens=targets.tokens,
-        )
+        try:
+            return train_loop(
+                retriever.query_model,
+                retriever.trainable_parameters(),
+                args,
+                epoch_batches,
+                step,
+                "LSR",
+                started,
+                tokens=targets.tokens,
+            )
+        finally:
+            retriever.adapter_changed()
