@@ -148,6 +148,12 @@ def test_the_system_answers_with_the_prompts_joined_ralt_trains_on():
     assert chosen.ralt_args(1).supported_only
     assert not FederationSettings().adapt_chunks
     assert FederationSettings.from_run_config({"adapt-chunks": True}).adapt_chunks
+    decaying = FederationSettings.from_run_config({"lr-round-decay": 0.5, "lr-generator": 1e-3})
+    assert [decaying.ralt_args(r).learning_rate for r in (1, 2, 3)] == [1e-3, 5e-4, 2.5e-4]
+    assert decaying.lsr_args(3).learning_rate == pytest.approx(decaying.lr_retriever / 4)
+    assert FederationSettings().ralt_args(5).learning_rate == FederationSettings().lr_generator
+    with pytest.raises(ValueError, match=r"'lr-round-decay' must be in \(0, 1\]"):
+        FederationSettings.from_run_config({"lr-round-decay": 0})
 
 
 def test_lora_targets_choose_the_generators_adapted_layers(tiny_generator_dir):

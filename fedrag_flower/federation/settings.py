@@ -43,6 +43,8 @@ class FederationSettings:
         pairs_per_round: if > 0, each round trains on this many of the site's pairs,
             drawn without replacement and cycling through them round by round.
         lr_generator / lr_retriever: AdamW learning rates of the two adapters.
+        lr_round_decay: both learning rates are multiplied by this once per round after
+            the first (round r trains at lr x decay^(r-1)); 1.0 keeps them constant.
         batch_size: RALT examples per step (a pair gives one when ``ralt_context`` is
             joined, ``top_k`` when parallel); lsr_batch_size: LSR queries per step.
         max_tokens_per_pass: RALT runs a step's examples through the model in passes of
@@ -134,6 +136,7 @@ class FederationSettings:
     pairs_per_round: int = 24
     lr_generator: float = 1e-3
     lr_retriever: float = 1e-3
+    lr_round_decay: float = 1.0
     batch_size: int = 3
     lsr_batch_size: int = 4
     max_tokens_per_pass: int = 1024
@@ -227,6 +230,7 @@ class FederationSettings:
             ("num_server_rounds", self.num_server_rounds >= 1, ">= 1"),
             ("min_sites", self.min_sites >= 1, ">= 1"),
             ("max_tokens_per_pass", self.max_tokens_per_pass >= 1, ">= 1"),
+            ("lr_round_decay", 0 < self.lr_round_decay <= 1, "in (0, 1]"),
             ("context_k", 0 <= self.context_k <= self.top_k, f"in [0, top-k = {self.top_k}]"),
             ("fraction_train", 0 < self.fraction_train <= 1, "in (0, 1]"),
             ("fraction_evaluate", 0 <= self.fraction_evaluate <= 1, "in [0, 1]"),
@@ -311,7 +315,7 @@ class FederationSettings:
     def ralt_args(self, server_round: int) -> RALTTrainingArgs:
         return RALTTrainingArgs(
             epochs=self.local_epochs,
-            learning_rate=self.lr_generator,
+            learning_rate=self.lr_generator * self.lr_round_decay ** (server_round - 1),
             batch_size=self.batch_size,
             context=self.ralt_context,
             supported_only=self.ralt_supported_only,
@@ -325,7 +329,7 @@ class FederationSettings:
     def lsr_args(self, server_round: int) -> LSRTrainingArgs:
         return LSRTrainingArgs(
             epochs=self.local_epochs * self.lsr_epochs,
-            learning_rate=self.lr_retriever,
+            learning_rate=self.lr_retriever * self.lr_round_decay ** (server_round - 1),
             batch_size=self.lsr_batch_size,
             top_k=self.lsr_top_k,
             gamma=self.lsr_gamma,
