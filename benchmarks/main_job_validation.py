@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from fedrag_flower.comparison.arms import FEDERATED, SeedModels, comparison_arms, train_arm
@@ -28,8 +29,11 @@ from fedrag_flower.federation.site import Site, round_pairs, simulation_site
 SITES = 3
 
 
-def validation_sites(settings: FederationSettings, per_site: int) -> list[Site]:
-    """The main job's sites with their test questions replaced by unused training pairs."""
+def validation_sites(settings: FederationSettings, per_site: int, reserve: int = 0) -> list[Site]:
+    """The main job's sites with their test questions replaced by unused training pairs.
+
+    ``reserve`` > 0 also keeps the first ``reserve`` pairs of each site's round order out
+    of the slice, so runs that train on different numbers of pairs share one slice."""
     sites = []
     for i in range(SITES):
         site = simulation_site(i, SITES, settings)
@@ -38,6 +42,9 @@ def validation_sites(settings: FederationSettings, per_site: int) -> list[Site]:
             for server_round in range(1, settings.num_server_rounds + 1)
             for row in round_pairs(site.data.train, settings, server_round)
         }
+        if reserve:
+            reserved = replace(settings, pairs_per_round=reserve)
+            used |= {row["id"] for row in round_pairs(site.data.train, reserved, 1)}
         held_out = [row for row in site.data.train if row["id"] not in used][:per_site]
         if not held_out:
             raise SystemExit(f"{site.name}: every training pair is used by the run's rounds")
@@ -51,6 +58,13 @@ def main() -> None:
     parser.add_argument("name", help="this variant's name (its JSON file)")
     parser.add_argument("--run-config", default="", help="overrides of the app's run config")
     parser.add_argument("--val", type=int, default=30, help="validation questions per site")
+    parser.add_argument(
+        "--reserve",
+        type=int,
+        default=0,
+        help="keep each site's first N pairs of the round order out of the slice (compare runs "
+        "that train on different numbers of pairs on one slice)",
+    )
     parser.add_argument("--output", type=Path, default=Path("outputs/main-job-validation"))
     args = parser.parse_args()
 
@@ -60,7 +74,7 @@ def main() -> None:
         return
     args.output.mkdir(parents=True, exist_ok=True)
     settings = FederationSettings.from_run_config(parse_run_config(args.run_config))
-    sites = validation_sites(settings, args.val)
+    sites = validation_sites(settings, args.val, args.reserve)
     arm = next(a for a in comparison_arms(sites, settings) if a.name == FEDERATED)
     models = SeedModels(settings)
 
@@ -86,6 +100,7 @@ def main() -> None:
         "name": args.name,
         "run_config": args.run_config,
         "validation_per_site": args.val,
+        "reserve": args.reserve,
         "untrained": untrained,
         "rounds": [entry["test"] for entry in history],
     }
