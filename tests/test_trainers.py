@@ -334,6 +334,34 @@ def test_lsr_batched_scores_equal_one_candidate_at_a_time(tiny_rag, tiny_qa):
     )
 
 
+def test_lsr_gold_candidate_scores_a_missed_gold_chunk_in_place_of_the_last(tiny_rag, tiny_qa):
+    """With ``gold_candidate`` a query whose gold chunk was not retrieved gets it as its
+    last candidate (and the LM scores it); one whose gold was retrieved, one without gold
+    ids and one whose gold id is not in the store keep their candidates."""
+    store = tiny_rag.knowledge_store
+    plain_args = LSRTrainingArgs(top_k=2, progress=False)
+    plain = lsr_module.lsr_targets(tiny_rag, tiny_qa[:4], plain_args).positions
+    missed = next(p for p in range(len(store)) if p not in plain[0].tolist())
+    rows = [
+        dict(tiny_qa[0], gold_ids=[store.ids[missed]]),
+        dict(tiny_qa[1], gold_ids=[store.ids[int(plain[1, 1])]]),
+        dict(tiny_qa[2]),
+        dict(tiny_qa[3], gold_ids=["not-in-the-store"]),
+    ]
+    args = LSRTrainingArgs(top_k=2, gold_candidate=True, progress=False)
+    targets = lsr_module.lsr_targets(tiny_rag, rows, args)
+    assert targets.positions[0].tolist() == [int(plain[0, 0]), missed]
+    torch.testing.assert_close(targets.positions[1:], plain[1:])
+    example = tiny_rag.prompts.example(rows[0]["query"], store.texts[missed], rows[0]["response"])
+    batch = collate([example], tiny_rag.generator.tokenizer.pad_token_id)
+    with torch.no_grad():
+        log_probs, batch_rows = target_log_probs(tiny_rag.generator.model, **batch)
+    ll = sequence_log_likelihoods(log_probs, batch_rows, 1, length_normalize=True)
+    assert targets.log_likelihoods[0, 1].item() == pytest.approx(ll.item(), abs=1e-4)
+    no_gold = lsr_module.lsr_targets(tiny_rag, rows, plain_args).positions
+    torch.testing.assert_close(no_gold, plain)
+
+
 def test_lsr_moves_retrieval_towards_the_lm_target(tiny_rag, tiny_qa):
     trainer = HuggingFaceTrainerForLSR(
         tiny_rag,

@@ -79,6 +79,9 @@ class FederationSettings:
             default) means top_k, so joined training trains on the prompts the system
             answers with. The saved system keeps it.
         lsr_gamma / lsr_beta: retrieval and LM temperatures of LSR.
+        lsr_gold_candidate: a training query whose gold chunk was not retrieved among its
+            ``lsr_top_k`` candidates gets it as its last candidate (needs gold ids); a
+            changed objective, see ``LSRTrainingArgs.gold_candidate``.
         max_length: longest prompt + response in tokens.
         fraction_train / fraction_evaluate: fraction of connected sites sampled per round.
         min_sites: minimum number of sites to train and evaluate with, and to wait for.
@@ -155,6 +158,7 @@ class FederationSettings:
     lsr_top_k: int = 8
     lsr_gamma: float = 0.05
     lsr_beta: float = 0.1
+    lsr_gold_candidate: bool = False
     max_length: int = 384
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
@@ -334,6 +338,7 @@ class FederationSettings:
             top_k=self.lsr_top_k,
             gamma=self.lsr_gamma,
             beta=self.lsr_beta,
+            gold_candidate=self.lsr_gold_candidate,
             max_steps=self.local_steps or None,
             proximal_mu=self.proximal_mu if self.strategy == "fedprox" else 0.0,
             seed=self.seed + server_round,

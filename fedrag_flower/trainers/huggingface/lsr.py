@@ -6,6 +6,7 @@ import random
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -30,6 +31,12 @@ class LSRTrainingArgs(TrainingArgs):
         length_normalize: ll is the mean log-prob per response token (True) or the sum.
             The mean makes beta comparable across responses of different lengths.
         score_batch_size: sequences per forward pass when scoring candidates with the LM.
+        gold_candidate: (not RA-DIT's; a changed objective) a query with gold ids none of
+            whose chunks is among its ``top_k`` retrieved candidates gets its first gold
+            chunk in place of the last candidate, so the LM target can point at it: the
+            gold ids supervise which chunks are scored, the LM still sets the target.
+            Queries without gold ids (or whose gold ids are not in the store) keep their
+            retrieved candidates.
     """
 
     learning_rate: float = 1e-4
@@ -39,6 +46,7 @@ class LSRTrainingArgs(TrainingArgs):
     beta: float = 0.1
     length_normalize: bool = True
     score_batch_size: int = 16
+    gold_candidate: bool = False
 
 
 @dataclass
@@ -73,6 +81,8 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     store, generator = rag_system.knowledge_store, rag_system.generator
     queries = [row["query"] for row in rows]
     _, positions = store.search(rag_system.retriever.encode_queries(queries), args.top_k)
+    if args.gold_candidate:
+        positions = with_gold_candidates(positions, rows, store.ids)
     n, k = positions.shape
     examples = [
         rag_system.prompts.example(row["query"], store.texts[p], row["response"])
@@ -98,6 +108,18 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     positions_t = torch.as_tensor(positions, dtype=torch.long)
     embeddings = torch.from_numpy(store.embeddings)[positions_t]
     return LSRTargets(positions_t, embeddings, ll, lm_target_distribution(ll, args.beta), tokens)
+
+
+def with_gold_candidates(positions: np.ndarray, rows: list[dict], ids: list[str]) -> np.ndarray:
+    """``positions`` ``[n, k]`` with each row's first gold chunk (by ``gold_ids``, if in
+    ``ids``) put in place of its last candidate where no gold chunk is a candidate yet."""
+    position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+    positions = positions.copy()
+    for candidates, row in zip(positions, rows):
+        gold = [position[g] for g in row.get("gold_ids") or [] if g in position]
+        if gold and not set(gold) & set(candidates.tolist()):
+            candidates[-1] = gold[0]
+    return positions
 
 
 class HuggingFaceTrainerForLSR(Trainer):
