@@ -11,6 +11,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from fedrag_flower.losses.lsr import LSRLoss, lm_target_distribution
 from fedrag_flower.losses.ralt import RALTLoss
@@ -18,6 +19,7 @@ from fedrag_flower.losses.scoring import (
     collate,
     full_logits_target_log_probs,
     sequence_log_likelihoods,
+    shared_prefix_length,
     target_log_probs,
 )
 from fedrag_flower.rag.prompts import IGNORE_INDEX, Example, PromptBuilder
@@ -88,6 +90,79 @@ def test_fast_path_gradients_equal_full_logits_path(tiny_lm):
     full = -full_logits_target_log_probs(tiny_lm, **batch)[0].mean()
     full_grads = torch.autograd.grad(full, params)
     for a, b in zip(fast_grads, full_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def shared_prefix_batch(prefix_length=14, prompt_lengths=(6, 1, 9), target_lengths=(5, 8, 3)):
+    """A batch whose rows open with the same ``prefix_length`` unscored tokens (a system
+    prompt), then differ; the second row's target starts right after the prefix."""
+    generator = torch.Generator().manual_seed(3)
+    prefix = torch.randint(3, 103, (prefix_length,), generator=generator).tolist()
+    examples = []
+    for n_prompt, n_target in zip(prompt_lengths, target_lengths):
+        ids = prefix + torch.randint(3, 103, (n_prompt + n_target,), generator=generator).tolist()
+        n_unscored = prefix_length + n_prompt
+        examples.append(Example(ids, [IGNORE_INDEX] * n_unscored + ids[n_unscored:]))
+    return collate(examples, pad_token_id=1)
+
+
+def test_shared_prefix_length_stops_before_the_last_shared_token():
+    batch = shared_prefix_batch(prefix_length=14)
+    assert shared_prefix_length(**batch) == 13  # the 14th token's state predicts a target
+    short = shared_prefix_batch(prefix_length=5)
+    assert shared_prefix_length(**short) == 0  # too short to pay for a second pass
+    one_row = {k: v[:1] for k, v in batch.items()}
+    assert shared_prefix_length(**one_row) == 0
+    scored = dict(batch, labels=batch["input_ids"].clone())  # a labelled token is not shared
+    assert shared_prefix_length(**scored) == 0
+
+
+def test_shared_prefix_path_equals_the_whole_sequence_path(tiny_lm):
+    batch = shared_prefix_batch()
+    assert shared_prefix_length(**batch) > 0
+    with torch.no_grad():
+        shared, shared_rows = target_log_probs(tiny_lm, **batch)
+        whole, whole_rows = target_log_probs(tiny_lm, **batch, share_prefix=False)
+        full, _ = full_logits_target_log_probs(tiny_lm, **batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            shared_bf16, _ = target_log_probs(tiny_lm, **batch)
+            whole_bf16, _ = target_log_probs(tiny_lm, **batch, share_prefix=False)
+    torch.testing.assert_close(shared, whole, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared, full, rtol=1e-5, atol=1e-5)
+    assert shared_rows.tolist() == whole_rows.tolist() and shared.numel() == 5 + 8 + 3
+    assert shared_bf16.mean().item() == pytest.approx(whole_bf16.mean().item(), rel=1e-2)
+
+
+def test_a_model_training_with_dropout_runs_every_row_whole(tiny_lm, monkeypatch):
+    """One dropout mask for a shared prefix would change the objective: with LoRA dropout
+    active in training the prefix is not shared; in eval mode it is."""
+    from fedrag_flower.losses import scoring
+
+    batch = shared_prefix_batch()
+    calls = []
+    monkeypatch.setattr(
+        scoring, "DynamicCache", lambda **kw: calls.append(kw) or DynamicCache(**kw)
+    )
+    for module in tiny_lm.modules():
+        if hasattr(module, "lora_dropout"):  # LoRA dropout 0 is an Identity: make it 0.1
+            for name in module.lora_dropout:
+                module.lora_dropout[name] = torch.nn.Dropout(0.1)
+    tiny_lm.train()
+    target_log_probs(tiny_lm, **batch)
+    assert calls == []
+    tiny_lm.eval()
+    target_log_probs(tiny_lm, **batch)
+    assert len(calls) == 1
+
+
+def test_shared_prefix_path_gradients_equal_the_whole_sequence_path(tiny_lm):
+    batch = shared_prefix_batch()
+    params = [p for p in tiny_lm.parameters() if p.requires_grad]
+    shared = -target_log_probs(tiny_lm, **batch)[0].mean()
+    shared_grads = torch.autograd.grad(shared, params)
+    whole = -target_log_probs(tiny_lm, **batch, share_prefix=False)[0].mean()
+    whole_grads = torch.autograd.grad(whole, params)
+    for a, b in zip(shared_grads, whole_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
 
 
