@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import numpy as np
@@ -360,6 +361,56 @@ def test_lsr_gold_candidate_scores_a_missed_gold_chunk_in_place_of_the_last(tiny
     assert targets.log_likelihoods[0, 1].item() == pytest.approx(ll.item(), abs=1e-4)
     no_gold = lsr_module.lsr_targets(tiny_rag, rows, plain_args).positions
     torch.testing.assert_close(no_gold, plain)
+
+
+def test_lsr_gives_a_slot_the_index_could_not_fill_no_target_and_no_probability(
+    tiny_rag, tiny_qa, monkeypatch
+):
+    """An approximate index may return -1 for a slot it could not fill: that slot is not
+    scored and gets target 0 and no share of P_R (it is not read as the last chunk), and a
+    query with no candidate at all is left out of training."""
+    store = tiny_rag.knowledge_store
+    search = store.search
+
+    def partial_search(embeddings, k):
+        scores, positions = search(embeddings, k)
+        positions = positions.copy()
+        positions[0, -1] = -1  # first query: its last slot empty
+        positions[1, :] = -1  # second query: nothing found
+        return scores, positions
+
+    monkeypatch.setattr(store, "search", partial_search)
+    rows = tiny_qa[:4]
+    targets = lsr_module.lsr_targets(tiny_rag, rows, LSRTrainingArgs(top_k=3, progress=False))
+    assert targets.valid[0].tolist() == [True, True, False]
+    assert not targets.valid[1].any() and targets.valid[2:].all()
+    assert targets.target[0, 2] == 0 and targets.target[1].sum() == 0
+    assert targets.target[0].sum().item() == pytest.approx(1.0)
+    query = tiny_rag.retriever.query_embeddings([rows[0]["query"]])
+    chunks, target, valid = (
+        t[:1].clone()
+        for t in (  # out of inference mode
+            targets.chunk_embeddings,
+            targets.target,
+            targets.valid,
+        )
+    )
+    valid_only = LSRLoss(0.05)(query, chunks[:, :2], target[:, :2])
+    masked = LSRLoss(0.05)(query, chunks, target, valid)
+    assert masked.item() == pytest.approx(valid_only.item(), rel=1e-5)
+    trainer = HuggingFaceTrainerForLSR(tiny_rag, rows, top_k=3, batch_size=1, progress=False)
+    step_targets = []
+    loss_fn = trainer.loss_fn
+
+    def recording(query_embeddings, chunk_embeddings, target, valid=None):
+        step_targets.append(target.sum(1))
+        return loss_fn(query_embeddings, chunk_embeddings, target, valid)
+
+    monkeypatch.setattr(trainer, "loss_fn", recording)
+    result = trainer.train()
+    assert math.isfinite(result.loss)
+    assert len(step_targets) == 3  # the query with no candidate takes no step
+    assert all(t.item() == pytest.approx(1.0) for t in step_targets)
 
 
 def test_lsr_moves_retrieval_towards_the_lm_target(tiny_rag, tiny_qa):

@@ -36,7 +36,9 @@ class LSRLoss(nn.Module):
         train_chunks: let the gradient flow into the chunk embeddings.
 
     Input: ``query_embeddings [n, d]`` (with grad), ``chunk_embeddings [n, k, d]``,
-    ``target [n, k]`` from ``lm_target_distribution``.
+    ``target [n, k]`` from ``lm_target_distribution``, and optionally ``valid [n, k]``:
+    False marks an empty candidate slot, which gets no retrieval probability (its target
+    must be 0).
 
     >>> loss = LSRLoss(gamma=0.05)(retriever.query_embeddings(queries), chunks, q_target)
     """
@@ -51,9 +53,12 @@ class LSRLoss(nn.Module):
         query_embeddings: torch.Tensor,
         chunk_embeddings: torch.Tensor,
         target: torch.Tensor,
+        valid: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if not self.train_chunks:
             chunk_embeddings = chunk_embeddings.detach()
-        scores = torch.einsum("nd,nkd->nk", query_embeddings, chunk_embeddings)
-        log_p_retriever = F.log_softmax(scores / self.gamma, dim=-1)
+        scores = torch.einsum("nd,nkd->nk", query_embeddings, chunk_embeddings) / self.gamma
+        if valid is not None:  # finite, so that 0 * log P_R stays 0 in the KL
+            scores = scores.masked_fill(~valid, torch.finfo(scores.dtype).min)
+        log_p_retriever = F.log_softmax(scores, dim=-1)
         return F.kl_div(log_p_retriever, target, reduction="batchmean")

@@ -55,6 +55,8 @@ class LSRTargets:
 
     Attributes:
         positions: ``[n, k]`` store positions of the candidate chunks.
+        valid: ``[n, k]`` False where the index could not fill a slot (an approximate
+            index may return fewer than k): such a slot has target 0 and no P_R mass.
         chunk_embeddings: ``[n, k, d]`` their (frozen) embeddings.
         log_likelihoods: ``[n, k]`` ll(y | c, x).
         target: ``[n, k]`` Q(c | x, y).
@@ -62,6 +64,7 @@ class LSRTargets:
     """
 
     positions: torch.Tensor
+    valid: torch.Tensor
     chunk_embeddings: torch.Tensor
     log_likelihoods: torch.Tensor
     target: torch.Tensor
@@ -84,13 +87,18 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     if args.gold_candidate:
         positions = with_gold_candidates(positions, rows, store.ids)
     n, k = positions.shape
-    examples = [
-        rag_system.prompts.example(row["query"], store.texts[p], row["response"])
-        for row, candidates in zip(rows, positions)
-        for p in candidates
-    ]
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].input_ids))
-    ll = torch.zeros(n * k)
+    valid = torch.as_tensor(positions >= 0)
+    slots = valid.flatten().nonzero()[:, 0].tolist()  # the (query, candidate) pairs scored
+    examples = {
+        slot: rag_system.prompts.example(
+            rows[slot // k]["query"],
+            store.texts[positions[slot // k, slot % k]],
+            rows[slot // k]["response"],
+        )
+        for slot in slots
+    }
+    order = sorted(slots, key=lambda i: len(examples[i].input_ids))
+    ll = torch.full((n * k,), float("-inf"))
     tokens = 0
     pad = generator.tokenizer.pad_token_id
     starts = range(0, len(order), args.score_batch_size)
@@ -105,9 +113,10 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
         ).cpu()
         tokens += int(batch["attention_mask"].sum())
     ll = ll.view(n, k)
-    positions_t = torch.as_tensor(positions, dtype=torch.long)
+    positions_t = torch.as_tensor(positions, dtype=torch.long).clamp(min=0)
     embeddings = torch.from_numpy(store.embeddings)[positions_t]
-    return LSRTargets(positions_t, embeddings, ll, lm_target_distribution(ll, args.beta), tokens)
+    target = lm_target_distribution(ll, args.beta).nan_to_num(0.0)  # a row with no candidate
+    return LSRTargets(positions_t, valid, embeddings, ll, target, tokens)
 
 
 def with_gold_candidates(positions: np.ndarray, rows: list[dict], ids: list[str]) -> np.ndarray:
@@ -156,8 +165,12 @@ class HuggingFaceTrainerForLSR(Trainer):
         self.loss_fn.train_chunks = retriever.adapt_chunks
         queries = [row["query"] for row in self.rows]
 
+        usable = targets.valid.any(1).nonzero()[:, 0].tolist()
+        if not usable:
+            raise ValueError("LSR: the knowledge store returned no candidate chunk for any query")
+
         def epoch_batches(rng: random.Random) -> list[list[list[int]]]:
-            order = list(range(len(queries)))
+            order = list(usable)
             rng.shuffle(order)
             size = args.batch_size
             return [[order[i : i + size]] for i in range(0, len(order), size)]
@@ -179,6 +192,7 @@ class HuggingFaceTrainerForLSR(Trainer):
                 query_embeddings,
                 chunk_embeddings(index).to(query_embeddings.device),
                 targets.target[index].to(query_embeddings.device),
+                targets.valid[index].to(query_embeddings.device),
             )
             return Step(loss, len(batch))
 
