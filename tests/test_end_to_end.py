@@ -121,6 +121,45 @@ def test_lsr_raises_gold_chunk_probability_and_keeps_chunk_embeddings(
     np.testing.assert_allclose(chunks_before, store_before[[0, 100, 250, 502]], atol=1e-5)
 
 
+def test_lsr_gold_candidate_pulls_missed_gold_chunks_up_the_ranking(default_rag_reset):
+    """Training queries whose gold chunk is not among their top 8: with ``gold_candidate``
+    the LM scores the gold chunk too, puts most of Q on it, and LSR moves it up their
+    ranking."""
+    rag = default_rag_reset
+    store = rag.knowledge_store
+    rows = default_qa("train")
+    embeddings = rag.retriever.encode_queries([r["query"] for r in rows])
+    _, top = store.search(embeddings, 8)
+    missed = [
+        row
+        for row, candidates in zip(rows, top)
+        if store.position(row["gold_ids"][0]) not in candidates.tolist()
+    ][:12]
+    assert len(missed) == 12
+
+    def gold_ranks() -> list[int]:
+        scores = rag.retriever.encode_queries([r["query"] for r in missed]) @ store.embeddings.T
+        gold = [store.position(r["gold_ids"][0]) for r in missed]
+        return [int((s > s[g]).sum()) for s, g in zip(scores, gold)]
+
+    before = gold_ranks()
+    trainer = HuggingFaceTrainerForLSR(
+        rag, missed, epochs=3, top_k=8, batch_size=4, learning_rate=1e-3, gold_candidate=True,
+        progress=False,
+    )  # fmt: skip
+    trainer.train()
+    after = gold_ranks()
+    gold_q = trainer.targets.target[:, -1]  # the gold chunk took the last slot
+    print(
+        f"\nLSR gold candidate, 12 missed queries: mean Q(gold) {gold_q.mean():.3f}; "
+        f"gold rank (0 = first) mean {np.mean(before):.1f} -> {np.mean(after):.1f}"
+    )
+    positions = trainer.targets.positions[:, -1].tolist()
+    assert positions == [store.position(r["gold_ids"][0]) for r in missed]
+    assert float(gold_q.mean()) > 1 / 8  # the LM prefers the gold over a retrieved chunk
+    assert np.mean(after) < np.mean(before)
+
+
 def test_saved_system_loads_back_with_same_answers(default_rag_reset, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
