@@ -83,9 +83,10 @@ def main() -> None:
         for site in sites:
             system = models.system(site)
             system.load_adapter_state_dict(state)
-            metrics = evaluate_rag(system, site.data.test, ks=(1, settings.top_k))
+            ks = sorted({1, settings.top_k})
+            metrics = evaluate_rag(system, site.data.test, ks=tuple(ks))
             per_site[site.name] = metrics
-            for key in ("f1", "em", "nll", "recall@1", f"recall@{settings.top_k}"):
+            for key in ("f1", "em", "nll", *(f"recall@{k}" for k in ks)):
                 totals[key] = totals.get(key, 0.0) + metrics[key] * len(site.data.test)
         count = sum(len(site.data.test) for site in sites)
         overall = {key: value / count for key, value in totals.items()}
