@@ -136,7 +136,7 @@ class FederationSettings:
     local_epochs: int = 1
     lsr_epochs: int = 4
     local_steps: int = 0
-    pairs_per_round: int = 24
+    pairs_per_round: int = 45
     lr_generator: float = 1e-3
     lr_retriever: float = 1e-3
     lr_round_decay: float = 1.0
