@@ -134,7 +134,7 @@ class FederationSettings:
     num_server_rounds: int = 2
     mode: str = "ralt+lsr"
     local_epochs: int = 1
-    lsr_epochs: int = 4
+    lsr_epochs: int = 2
     local_steps: int = 0
     pairs_per_round: int = 45
     lr_generator: float = 1e-3
