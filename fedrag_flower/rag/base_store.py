@@ -83,6 +83,9 @@ class BaseKnowledgeStore(ABC):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __contains__(self, chunk_id: object) -> bool:
+        return chunk_id in self._position
+
     @property
     def dim(self) -> int:
         return int(self.embeddings.shape[1])

@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 
 from fedrag_flower.losses.lsr import LSRLoss, lm_target_distribution
 from fedrag_flower.losses.scoring import collate, sequence_log_likelihoods, target_log_probs
+from fedrag_flower.rag.base_store import BaseKnowledgeStore
 from fedrag_flower.rag.system import RAGSystem
 from fedrag_flower.trainers.args import TrainingArgs
 from fedrag_flower.trainers.loop import Step, train_loop
@@ -85,7 +86,7 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     queries = [row["query"] for row in rows]
     _, positions = store.search(rag_system.retriever.encode_queries(queries), args.top_k)
     if args.gold_candidate:
-        positions = with_gold_candidates(positions, rows, store.ids)
+        positions = with_gold_candidates(positions, rows, store)
     n, k = positions.shape
     valid = torch.as_tensor(positions >= 0)
     slots = valid.flatten().nonzero()[:, 0].tolist()  # the (query, candidate) pairs scored
@@ -119,13 +120,14 @@ def lsr_targets(rag_system: RAGSystem, rows: list[dict], args: LSRTrainingArgs) 
     return LSRTargets(positions_t, valid, embeddings, ll, target, tokens)
 
 
-def with_gold_candidates(positions: np.ndarray, rows: list[dict], ids: list[str]) -> np.ndarray:
+def with_gold_candidates(
+    positions: np.ndarray, rows: list[dict], store: BaseKnowledgeStore
+) -> np.ndarray:
     """``positions`` ``[n, k]`` with each row's first gold chunk (by ``gold_ids``, if in
-    ``ids``) put in place of its last candidate where no gold chunk is a candidate yet."""
-    position = {chunk_id: i for i, chunk_id in enumerate(ids)}
+    ``store``) put in place of its last candidate where no gold chunk is a candidate yet."""
     positions = positions.copy()
     for candidates, row in zip(positions, rows):
-        gold = [position[g] for g in row.get("gold_ids") or [] if g in position]
+        gold = [store.position(g) for g in row.get("gold_ids") or [] if g in store]
         if gold and not set(gold) & set(candidates.tolist()):
             candidates[-1] = gold[0]
     return positions
