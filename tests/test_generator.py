@@ -139,3 +139,20 @@ def test_frozen_a_stays_frozen_after_the_adapter_is_switched_off_and_on(tiny_gen
     RALTLoss()(generator.model, **batch).backward()
     assert all(p.grad is None for p in a_matrices)
     assert all(p.grad is not None for p in trainable)
+
+
+def test_fedrag_bf16_forces_the_autocast_choice_and_names_a_bad_value(
+    tiny_generator_dir, monkeypatch
+):
+    from fedrag_flower.rag.generator import cpu_supports_bf16
+
+    monkeypatch.setenv("FEDRAG_BF16", "0")  # the fp32 path of a CPU without native bf16
+    assert cpu_supports_bf16() is False
+    generator = Generator(str(tiny_generator_dir), TINY_LORA)
+    assert generator.bf16 is False and generator.bf16_weights is False
+    monkeypatch.setenv("FEDRAG_BF16", "1")
+    assert cpu_supports_bf16() is True
+    assert Generator(str(tiny_generator_dir), TINY_LORA).bf16 is True
+    monkeypatch.setenv("FEDRAG_BF16", "yes")
+    with pytest.raises(ValueError, match="FEDRAG_BF16 must be 0 or 1"):
+        cpu_supports_bf16()
