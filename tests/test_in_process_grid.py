@@ -246,6 +246,25 @@ def test_frozen_a_sites_send_b_alone_and_fedavg_is_the_exact_mean_of_their_updat
         assert b_bytes <= summary["bytes"] < b_bytes + 1024
 
 
-def test_frozen_a_is_refused_with_client_side_dp():
-    with pytest.raises(ValueError, match="lora-freeze-a"):
-        FederationSettings(lora_freeze_a=True, dp="client-fixed").check_ranges()
+def test_frozen_a_with_client_fixed_dp_sends_b_alone_clipped_and_keeps_every_a(rag, tmp_path):
+    """Flower's clipping mod needs the reply's keys to be the message's: the site's mod
+    completes B with the unchanged A for clipping and sends B alone again."""
+    settings = FederationSettings(**TINY_SETTINGS, min_sites=2, lora_freeze_a=True,
+                                  dp="client-fixed", dp_noise=0.5, dp_clip=1e-3)  # fmt: skip
+    settings.check_ranges()
+    rag.generator.lora = settings.generator_lora()
+    rag.retriever.lora = settings.retriever_lora()
+    sites = tiny_sites(tmp_path, sizes=(2, 1))
+    initial = rag.adapter_state_dict()
+    b_bytes = sum(v.numel() * 4 for k, v in initial.items() if ".lora_B." in k)
+    after, reports, grid, _ = run(rag, sites, settings, initial)
+    assert len(grid.updates) == 2
+    for update in grid.updates:
+        assert update["norm"] > 2 * settings.dp_clip
+        assert update["sent-norm"] == pytest.approx(settings.dp_clip, rel=1e-4)
+    for summary in reports[0].site_train:
+        assert b_bytes <= summary["bytes"] < b_bytes + 1024  # B alone left the site
+    for key, value in after[0].items():
+        if ".lora_A." in key:
+            assert torch.equal(value, initial[key]), key  # A: not even the noise reaches it
+    assert any(not torch.equal(after[0][k], initial[k]) for k in initial if ".lora_B." in k)

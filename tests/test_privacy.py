@@ -8,6 +8,7 @@ from flwr.app import Message, MetricRecord, RecordDict
 
 from fedrag_flower.federation.adapters import (
     adapter_layout,
+    is_packed,
     pack_sides,
     received_arrays,
     unpack_sides,
@@ -38,10 +39,12 @@ class ClientAppGrid(FakeGrid):
             site = self.sites[message.metadata.dst_node_id]
 
             def app(msg, context, site=site):
-                # As a real site: adapters unpacked on arrival, the reply packed likewise.
+                # As a real site: adapters unpacked on arrival, the reply packed if they
+                # came packed (under DP the site's mod hands it the tensors by key).
                 rnd = int(msg.content["config"]["server-round"])
+                came_packed = "arrays" in msg.content and is_packed(msg.content["arrays"])
                 out = site(unpacked(msg.content), msg.metadata.message_type, rnd)
-                if "arrays" in out.array_records:
+                if "arrays" in out.array_records and came_packed:
                     out["arrays"] = pack_sides(out["arrays"])
                 return Message(out, reply_to=msg)
 
@@ -79,7 +82,8 @@ def test_client_side_dp_clips_each_update_adds_noise_and_reports_the_accountants
                        hooks=[lambda report, arrays: reports.append(report)])  # fmt: skip
 
     # Each site's update as it left the site is clipped to C = 0.5 (the small one untouched).
-    norms = [update_norm(sent, list(sent), reply) for sent, reply in grid.replies]
+    norms = [update_norm(sent, list(reply), reply) for sent, reply in grid.replies]
+    assert all(set(reply) == {"generator.a"} for _, reply in grid.replies)  # what it trained
     assert len(norms) == 9 and max(norms) <= 0.5 * (1 + 1e-5)
     assert min(norms) < 0.5 * 0.9  # site 3's update (0.1 * sqrt(6) = 0.245) was below C
     # Noise was added: the mean of clipped updates alone would be reproduced exactly.

@@ -22,7 +22,7 @@ log. What it covers: the adapter tensors of the training rounds; not the scalar 
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, Context, Message
+from flwr.app import ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp.mod import fixedclipping_mod
 from flwr.serverapp import strategy as flower
 from flwr.supercore.privacy_accounting import (
@@ -31,6 +31,7 @@ from flwr.supercore.privacy_accounting import (
     SamplingMethod,
 )
 
+from fedrag_flower.federation.adapters import is_packed, pack_sides, received_arrays
 from fedrag_flower.federation.settings import FederationSettings
 
 KEY_CLIPPING_NORM = "clipping_norm"  # the key Flower's wrapper and mod share
@@ -99,25 +100,44 @@ def privacy_spent(strategy) -> dict | None:
 
 def site_clipping_mod(msg: Message, context: Context, call_next) -> Message:
     """ClientApp mod: under client-side DP (the train config carries Flower's clipping
-    norm) the reply is completed with the untrained side's tensors, unchanged, and then
-    clipped by Flower's ``fixedclipping_mod``; otherwise the message passes untouched.
+    norm) the site's update is clipped by Flower's ``fixedclipping_mod``; otherwise the
+    message passes untouched.
 
-    Completing the reply is needed because Flower's mod clips ``reply - sent`` key by key
-    and requires the same keys; an unchanged side adds 0 to the update's norm.
+    Flower's mod clips ``reply - sent`` key by key and needs the reply to hold the keys
+    sent, in order. So the message is unpacked to its tensors by key first (the site then
+    replies by key), the reply completed with the sent tensors it lacks (the untrained
+    side, and the A matrices under ``lora-freeze-a``), all unchanged and adding 0 to the
+    update's norm, and after clipping it is cut back to what the site trained and packed
+    again as the server sent it: under DP a site sends what it sends without.
     """
     configs = list(msg.content.config_records.values()) if msg.has_content() else []
     if not configs or KEY_CLIPPING_NORM not in configs[0]:
         return call_next(msg, context)
-    sent = next(iter(msg.content.array_records.values()))
+    (key, record), *_ = msg.content.array_records.items()
+    packed = is_packed(record)
+    sent = received_arrays(msg.content) if packed else record
+    received = msg.content  # left as it came: in one process a grid may read it again
+    msg.content = RecordDict({**dict(received.items()), key: sent})
+    trained: list[str] = []  # the keys the site's own reply held
 
     def completed_reply(inner_msg: Message, ctx: Context) -> Message:
         reply = call_next(inner_msg, ctx)
         if reply.has_error() or len(reply.content.array_records) != 1:
             return reply
-        key, arrays = next(iter(reply.content.array_records.items()))
-        reply.content[key] = ArrayRecord(
+        reply_key, arrays = next(iter(reply.content.array_records.items()))
+        trained.extend(arrays.keys())
+        reply.content[reply_key] = ArrayRecord(
             {k: arrays[k] if k in arrays else value for k, value in sent.items()}
         )
         return reply
 
-    return fixedclipping_mod(msg, context, completed_reply)
+    try:
+        reply = fixedclipping_mod(msg, context, completed_reply)
+    finally:
+        msg.content = received
+    if reply.has_error() or len(reply.content.array_records) != 1 or not trained:
+        return reply
+    reply_key, clipped = next(iter(reply.content.array_records.items()))
+    own = ArrayRecord({k: clipped[k] for k in trained})
+    reply.content[reply_key] = pack_sides(own) if packed else own
+    return reply

@@ -67,7 +67,8 @@ class FederationSettings:
         lora_freeze_a: keep both adapters' A matrices at their seeded initialisation and
             train B alone (FFA-LoRA, Sun et al., ICLR 2024): sites send only B (0.49 % of
             the default weights instead of 1.2 %), and FedAvg of B over a shared A is the
-            exact mean of the sites' updates. Not with ``dp = "client-fixed"``.
+            exact mean of the sites' updates (under ``dp = "client-fixed"`` too: B alone is
+            clipped, A adds nothing to the update).
         top_k: chunks retrieved per query for RALT; lsr_top_k: LSR candidates.
         ralt_context: ``joined`` (one RALT example per pair, its top_k chunks in one
             prompt; the default, not RA-DIT's objective) or ``parallel`` (RA-DIT's: one
@@ -260,12 +261,6 @@ class FederationSettings:
                 raise ValueError(
                     f"run-config '{_key(name)}' must be {allowed}, got {getattr(self, name)!r}"
                 )
-        if self.lora_freeze_a and self.dp == "client-fixed":
-            raise ValueError(
-                "run-config 'lora-freeze-a' = true does not work with dp = 'client-fixed' "
-                "(Flower's client-side clipping needs the whole adapter back); use "
-                "dp = 'server-fixed'"
-            )
         if self.dp != "none" and self.strategy not in ("fedavg", "fedprox"):
             raise ValueError(
                 f"run-config 'dp' = {self.dp!r} needs strategy 'fedavg' or 'fedprox' (the "
