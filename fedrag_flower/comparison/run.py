@@ -194,16 +194,23 @@ def _load(runs: Path, name: str, seed: int, options: ComparisonOptions) -> dict 
     return result
 
 
+# Keys whose default changed after they were added: the behaviour a result written before
+# the key existed was made with.
+ADDED_WITH = {"lora_freeze_a": False}
+
+
 def _same_identity(stored: dict | None, current: dict) -> bool:
     """Whether a result made with the identity ``stored`` may be reused under ``current``.
 
     A run-config key that ``stored`` lacks (added to the settings after the result was
-    made) counts as equal when ``current`` has that key's default: a new setting whose
-    default keeps the old behaviour does not throw earlier results away.
+    made) counts as equal when ``current`` has the value the key was added with (its
+    default then, ``ADDED_WITH``, or else its default now): a new setting that kept the
+    old behaviour does not throw earlier results away.
     """
     if stored is None:
         return False
     defaults = json.loads(json.dumps(asdict(FederationSettings()), default=str))
+    defaults |= ADDED_WITH
     stored_settings = dict(stored.get("settings", {}))
     for key, value in current.get("settings", {}).items():
         if key not in stored_settings and key in defaults and value == defaults[key]:
