@@ -263,10 +263,13 @@ def test_client_reply_holds_only_adapter_tensors_and_scalar_metrics():
     assert set(content.keys()) == {"arrays", "metrics", "site"}
     assert dict(content["site"]) == {"name": "category-3-site1-seed0"}  # the name only
     reply_arrays: ArrayRecord = content["arrays"]
-    expected = {k: tuple(v.shape) for k, v in server.adapter_state_dict().items()}
+    # The B matrices of both sides (ralt+lsr trains both; A is frozen by default)
+    sent = {k: v for k, v in server.adapter_state_dict().items() if ".lora_B." in k}
+    expected = {k: tuple(v.shape) for k, v in sent.items()}
     got = {k: tuple(v.shape) for k, v in adapter_state(reply_arrays).items()}
     assert got == expected  # adapter tensors, nothing else (no text, no embeddings)
-    adapter_bytes = sum(v.numel() * 4 for v in server.adapter_state_dict().values())
+    assert {k.split(".")[0] for k in got} == {"generator", "retriever"}
+    adapter_bytes = sum(v.numel() * 4 for v in sent.values())
     assert reply_arrays.count_bytes() <= adapter_bytes * 1.01  # the tensors plus framing
     metrics = content["metrics"]
     assert all(isinstance(v, (int, float)) for v in metrics.values())
