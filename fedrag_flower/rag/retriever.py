@@ -79,7 +79,10 @@ class Retriever:
 
     @property
     def dim(self) -> int:
-        return self.query_model.get_sentence_embedding_dimension()
+        # sentence-transformers 6 renamed the method (the old name warns); 5.x has only it
+        model = self.query_model
+        method = getattr(model, "get_embedding_dimension", None)
+        return (method or model.get_sentence_embedding_dimension)()
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self.peft_model, self.lora)
