@@ -218,27 +218,30 @@ def test_a_result_made_before_a_setting_existed_is_reused_while_that_setting_is_
 
     options = ComparisonOptions(output_dir=tmp_path)
     older = options.identity()
-    del older["settings"]["lsr_gold_candidate"]  # as written by code from before the key
+    del older["settings"]["ralt_supported_only"]  # as written by code from before the key
     _write_json(_result_path(tmp_path, "federated", 0), {"arm": "f", "identity": older})
     assert _load(tmp_path, "federated", 0, options)["arm"] == "f"
     changed = ComparisonOptions(
-        output_dir=tmp_path, settings=FederationSettings(lsr_gold_candidate=True)
+        output_dir=tmp_path, settings=FederationSettings(ralt_supported_only=True)
     )
     with pytest.raises(ValueError, match="made with other options"):
         _load(tmp_path, "federated", 0, changed)
 
 
-def test_a_result_made_before_a_key_whose_default_changed_counts_as_its_old_default(tmp_path):
-    """``lora-freeze-a`` was added off and is on by default now: a result written before
-    the key existed was made with plain LoRA, and is reused only where A trains."""
+@pytest.mark.parametrize("key", ["lora_freeze_a", "adapt_chunks", "lsr_gold_candidate"])
+def test_a_result_made_before_a_key_whose_default_changed_counts_as_its_old_default(
+    tmp_path, key
+):
+    """These keys were added off and are on by default now: a result written before the
+    key existed was made with it off, and is reused only where it is off."""
     from fedrag_flower.comparison.run import _load, _result_path, _write_json
 
-    plain = ComparisonOptions(output_dir=tmp_path, settings=FederationSettings(lora_freeze_a=False))
-    older = plain.identity()
-    del older["settings"]["lora_freeze_a"]
+    off = ComparisonOptions(output_dir=tmp_path, settings=FederationSettings(**{key: False}))
+    older = off.identity()
+    del older["settings"][key]
     _write_json(_result_path(tmp_path, "federated", 0), {"arm": "f", "identity": older})
-    assert _load(tmp_path, "federated", 0, plain)["arm"] == "f"
-    assert FederationSettings().lora_freeze_a  # the default now
+    assert _load(tmp_path, "federated", 0, off)["arm"] == "f"
+    assert getattr(FederationSettings(), key)  # the default now
     with pytest.raises(ValueError, match="made with other options"):
         _load(tmp_path, "federated", 0, ComparisonOptions(output_dir=tmp_path))
 

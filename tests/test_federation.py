@@ -146,11 +146,11 @@ def test_the_system_answers_with_the_prompts_joined_ralt_trains_on():
     assert not FederationSettings().ralt_args(1).supported_only
     chosen = FederationSettings.from_run_config({"ralt-supported-only": True})
     assert chosen.ralt_args(1).supported_only
-    assert not FederationSettings().adapt_chunks
-    assert FederationSettings.from_run_config({"adapt-chunks": True}).adapt_chunks
-    assert not FederationSettings().lsr_args(1).gold_candidate
-    chosen = FederationSettings.from_run_config({"lsr-gold-candidate": True})
-    assert chosen.lsr_args(1).gold_candidate
+    assert FederationSettings().adapt_chunks
+    assert not FederationSettings.from_run_config({"adapt-chunks": False}).adapt_chunks
+    assert FederationSettings().lsr_args(1).gold_candidate
+    chosen = FederationSettings.from_run_config({"lsr-gold-candidate": False})
+    assert not chosen.lsr_args(1).gold_candidate
     decaying = FederationSettings.from_run_config({"lr-round-decay": 0.5, "lr-generator": 1e-3})
     assert [decaying.ralt_args(r).learning_rate for r in (1, 2, 3)] == [1e-3, 5e-4, 2.5e-4]
     assert decaying.lsr_args(3).learning_rate == pytest.approx(decaying.lr_retriever / 4)

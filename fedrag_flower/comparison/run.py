@@ -196,7 +196,7 @@ def _load(runs: Path, name: str, seed: int, options: ComparisonOptions) -> dict 
 
 # Keys whose default changed after they were added: the behaviour a result written before
 # the key existed was made with.
-ADDED_WITH = {"lora_freeze_a": False}
+ADDED_WITH = {"lora_freeze_a": False, "adapt_chunks": False, "lsr_gold_candidate": False}
 
 
 def _same_identity(stored: dict | None, current: dict) -> bool:

@@ -152,7 +152,7 @@ class FederationSettings:
     lora_freeze_a: bool = True
     retriever_lora_r: int = 8
     retriever_lora_alpha: int = 16
-    adapt_chunks: bool = False
+    adapt_chunks: bool = True
     top_k: int = 3
     ralt_context: str = "joined"
     ralt_supported_only: bool = False
@@ -160,7 +160,7 @@ class FederationSettings:
     lsr_top_k: int = 8
     lsr_gamma: float = 0.05
     lsr_beta: float = 0.1
-    lsr_gold_candidate: bool = False
+    lsr_gold_candidate: bool = True
     max_length: int = 384
     fraction_train: float = 1.0
     fraction_evaluate: float = 1.0
