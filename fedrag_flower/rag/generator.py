@@ -18,28 +18,9 @@ from fedrag_flower.rag.lora import (
     trainable_parameters,
 )
 from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
+from fedrag_flower.rag.precision import autocast_for, cpu_supports_bf16
 
 _DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
-
-
-def cpu_supports_bf16() -> bool:
-    """bf16 autocast pays off on CPUs with native bf16 matrix instructions (AVX-512 BF16 or
-    AMX); elsewhere it is emulated and slower than fp32.
-
-    ``FEDRAG_BF16=0`` in the environment answers False whatever the CPU: every process
-    then takes the fp32 path a CPU without native bf16 takes (to compare the two kinds of
-    machine on one host, or to rule bf16 out when chasing a numerical difference);
-    ``FEDRAG_BF16=1`` answers True (emulated where the CPU lacks it: slow)."""
-    forced = os.environ.get("FEDRAG_BF16", "").strip()
-    if forced:
-        if forced not in ("0", "1"):
-            raise ValueError(f"FEDRAG_BF16 must be 0 or 1 (or unset), got {forced!r}")
-        return forced == "1"
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 class Generator:
@@ -117,10 +98,7 @@ class Generator:
 
     def autocast(self):
         """The training and scoring precision: bf16 autocast, or fp32 where bf16 is off."""
-        if not self.bf16:
-            return contextlib.nullcontext()
-        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
-        return torch.autocast(device_type, dtype=torch.bfloat16)
+        return autocast_for(self.bf16, self.device)
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self.model, self.lora)

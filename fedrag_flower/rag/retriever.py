@@ -15,6 +15,7 @@ from fedrag_flower.rag.lora import (
     trainable_parameters,
 )
 from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
+from fedrag_flower.rag.precision import autocast_for, cpu_supports_bf16
 
 _BERT_TARGETS = ["query", "value"]
 
@@ -41,6 +42,9 @@ class Retriever:
         lora: LoRA settings for the query path, or ``None`` for no adapter.
         device: torch device.
         adapt_chunks: the adapter encodes chunks too (see above).
+        bf16: run the training passes (``autocast()``) in bf16 autocast; ``None`` decides
+            as the generator does (CUDA, or a CPU with native bf16). Embeddings for the
+            index and for retrieval are always computed in fp32.
     """
 
     def __init__(
@@ -50,6 +54,7 @@ class Retriever:
         lora: LoraSettings | None = None,
         device: str = "cpu",
         adapt_chunks: bool = False,
+        bf16: bool | None = None,
     ) -> None:
         if adapt_chunks and context_model_name_or_path:
             raise ValueError(
@@ -62,6 +67,7 @@ class Retriever:
         self.context_model_name_or_path = context_model_name_or_path
         self.lora = lora if lora is not None else LoraSettings(r=8, alpha=16, dropout=0.0)
         self.device = device
+        self.bf16 = device.startswith("cuda") or cpu_supports_bf16() if bf16 is None else bf16
         self.query_model = SentenceTransformer(resolve_retriever(model_name_or_path), device=device)
         self.context_model = (
             SentenceTransformer(resolve_retriever(context_model_name_or_path), device=device)
@@ -86,6 +92,11 @@ class Retriever:
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self.peft_model, self.lora)
+
+    def autocast(self):
+        """The precision of the training passes (``query_embeddings``,
+        ``chunk_embeddings``): bf16 autocast, or fp32 where bf16 is off."""
+        return autocast_for(self.bf16, self.device)
 
     def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
         """Unit-norm query embeddings (adapter on), as float32 numpy, without gradient."""

@@ -189,10 +189,13 @@ class HuggingFaceTrainerForLSR(Trainer):
 
         def step(batch: list[int]) -> Step:
             index = torch.tensor(batch)
-            query_embeddings = retriever.query_embeddings([queries[i] for i in batch])
+            with retriever.autocast():  # the encoder's passes; the loss below in fp32
+                query_embeddings = retriever.query_embeddings([queries[i] for i in batch])
+                candidates = chunk_embeddings(index)
+            query_embeddings = query_embeddings.float()
             loss = self.loss_fn(
                 query_embeddings,
-                chunk_embeddings(index).to(query_embeddings.device),
+                candidates.float().to(query_embeddings.device),
                 targets.target[index].to(query_embeddings.device),
                 targets.valid[index].to(query_embeddings.device),
             )
