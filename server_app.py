@@ -7,6 +7,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedrag_flower.federation.adapter_strategy import TooFewSitesError
 from fedrag_flower.federation.faults import server_exit_hook
+from fedrag_flower.federation.reporting import learning_table
 from fedrag_flower.federation.rounds import run_rounds
 from fedrag_flower.federation.run_folder import RunFolder
 from fedrag_flower.federation.server import server_rag_system
@@ -54,5 +55,12 @@ def main(grid: Grid, context: Context) -> None:
         raise
 
     final = run.save_final(arrays)
+    if table := learning_table(run.history):
+        answers = f"{settings.eval_generate} per site" if settings.eval_generate else "all"
+        print(
+            "fedrag-flower: the shared system after each round, on the sites' test questions "
+            f"(F1 and EM over the answers generated: {answers}):"
+        )
+        print(table, flush=True)
     print(f"fedrag-flower: shared fine-tuned RAG system saved to {final}", flush=True)
     print(f'fedrag-flower: ask it: fedrag-flower ask --system {final} "your question"', flush=True)

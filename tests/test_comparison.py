@@ -229,9 +229,7 @@ def test_a_result_made_before_a_setting_existed_is_reused_while_that_setting_is_
 
 
 @pytest.mark.parametrize("key", ["lora_freeze_a", "adapt_chunks", "lsr_gold_candidate"])
-def test_a_result_made_before_a_key_whose_default_changed_counts_as_its_old_default(
-    tmp_path, key
-):
+def test_a_result_made_before_a_key_whose_default_changed_counts_as_its_old_default(tmp_path, key):
     """These keys were added off and are on by default now: a result written before the
     key existed was made with it off, and is reused only where it is off."""
     from fedrag_flower.comparison.run import _load, _result_path, _write_json

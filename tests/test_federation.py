@@ -274,3 +274,21 @@ def test_client_reply_holds_only_adapter_tensors_and_scalar_metrics():
     metrics = content["metrics"]
     assert all(isinstance(v, (int, float)) for v in metrics.values())
     assert metrics["num-examples"] == 4
+
+
+def test_the_learning_of_each_round_reads_as_one_line_and_as_a_table():
+    from fedrag_flower.federation.reporting import learning_summary, learning_table
+
+    history = [
+        {"round": 1, "evaluate": {"f1": 0.5, "recall@1": 0.584, "nll": 0.706, "other": 3.0}},
+        {"round": 2, "evaluate": {}},  # a round whose evaluation got no reply
+        {"round": 3, "evaluate": {"f1": 0.605, "recall@1": 0.634, "em": 0.416}},
+    ]
+    assert learning_summary(history[0]["evaluate"]) == "F1 0.500, recall@1 0.584, NLL/token 0.706"
+    assert learning_summary({}) == ""
+    lines = learning_table(history).splitlines()
+    assert lines[0].split() == ["round", "F1", "EM", "recall@1", "NLL/token"]
+    assert lines[1].split() == ["1", "0.500", "-", "0.584", "0.706"]
+    assert lines[2].split() == ["3", "0.605", "0.416", "0.634", "-"]
+    assert len(lines) == 3
+    assert learning_table([{"round": 1, "evaluate": {}}]) == ""

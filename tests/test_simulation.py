@@ -77,6 +77,12 @@ def test_simulation_records_per_round_metrics(simulation_run):
             assert math.isfinite(entry["train"][loss]) and entry["train"][loss] > 0
         for key in ("nll", "recall@1", "f1", "em"):
             assert key in entry["evaluate"]
+    # ... and prints them, a row per round, as the run ends
+    log = simulation_run["log"]
+    assert "fedrag-flower: the shared system after each round" in log
+    for entry in history:
+        row = f"{entry['round']:>5} {entry['evaluate']['f1']:>9.3f}"
+        assert row in log, log[-3000:]
 
 
 @pytest.mark.slow

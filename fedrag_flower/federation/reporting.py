@@ -53,6 +53,41 @@ def write_report(folder: Path, document: dict) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
+# What a round's learning is read by, in the order printed: (label, evaluate-metrics key).
+LEARNING_COLUMNS = (
+    ("F1", "f1"),
+    ("EM", "em"),
+    ("recall@1", "recall@1"),
+    ("recall@3", "recall@3"),
+    ("NLL/token", "nll"),
+)
+
+
+def learning_summary(evaluate: dict) -> str:
+    """One round's aggregated evaluation as ``F1 0.605, EM 0.416, ...`` (keys it lacks are
+    left out; '' when it has none)."""
+    return ", ".join(
+        f"{label} {evaluate[key]:.3f}" for label, key in LEARNING_COLUMNS if key in evaluate
+    )
+
+
+def learning_table(history: list[dict]) -> str:
+    """The aggregated evaluation of every round as a text table, one row per round; ''
+    when no round was evaluated."""
+    rows = [h for h in history if h.get("evaluate")]
+    columns = [c for c in LEARNING_COLUMNS if any(c[1] in h["evaluate"] for h in rows)]
+    if not columns:
+        return ""
+    lines = ["round " + " ".join(f"{label:>9}" for label, _ in columns)]
+    for h in rows:
+        cells = [h["evaluate"].get(key) for _, key in columns]
+        lines.append(
+            f"{h['round']:>5} "
+            + " ".join(f"{'-':>9}" if v is None else f"{v:>9.3f}" for v in cells)
+        )
+    return "\n".join(lines)
+
+
 def plot_history(history: list[dict], path: Path) -> None:
     """Per-round metrics as a PNG: losses, answer quality, retrieval, likelihood."""
     import matplotlib

@@ -18,6 +18,7 @@ from flwr.serverapp import Grid
 
 from fedrag_flower.federation.adapter_strategy import AdapterStrategy
 from fedrag_flower.federation.privacy import privacy_spent
+from fedrag_flower.federation.reporting import learning_summary
 
 log = logging.getLogger("flwr.fedrag")  # through Flower's log handler
 
@@ -96,6 +97,8 @@ def run_rounds(
             failures=strategy.round_events(server_round),
             privacy=privacy_spent(strategy),
         )
+        if report.evaluate:
+            log.info("round %d: %s", server_round, learning_summary(report.evaluate))
         if report.privacy:
             log.info(
                 "round %d: privacy spent epsilon=%.4f at delta=%g (%d releases)",
