@@ -28,7 +28,7 @@ if [[ -n "${SMOKE:-}" ]]; then
   EXTRA=${EXTRA:-"--sites 2 --pairs-per-site 4 --test-per-site 2"}
 else
   OUT=${OUT:-outputs/strategy-and-dp}
-  BUDGET=${BUDGET:-"num-server-rounds=2 pairs-per-round=24 lsr-epochs=4 lora-freeze-a=false"}  # the recorded tables' recipe
+  BUDGET=${BUDGET:-"num-server-rounds=2 pairs-per-round=24 lsr-epochs=4 lora-freeze-a=false adapt-chunks=false lsr-gold-candidate=false"}  # the recorded tables' recipe
   EXTRA=${EXTRA:-}
 fi
 
