@@ -54,9 +54,9 @@ class FederationSettings:
             ~0.9 GB less than 1024, and trains ~15-25 % slower on 2 cores.
         lora_r / lora_alpha / lora_dropout: generator LoRA; retriever_lora_r/alpha: the
             query adapter's.
-        adapt_chunks: the retriever's adapter encodes the chunks too, and LSR trains it
-            through both the queries and the candidate chunks (REPLUG's retriever training
-            with re-indexing, instead of RA-DIT's query side only): each site re-encodes
+        adapt_chunks: (default on) the retriever's adapter encodes the chunks too, and LSR
+            trains it through both the queries and the candidate chunks (REPLUG's retriever
+            training with re-indexing, instead of RA-DIT's query side only): each site re-encodes
             its knowledge store whenever the adapter changes (once per round and site
             after loading the global adapters, once after LSR; ~3 s for the default 503
             chunks on 2 cores, minutes per round at 100k chunks), and the saved system's
@@ -81,9 +81,10 @@ class FederationSettings:
             default) means top_k, so joined training trains on the prompts the system
             answers with. The saved system keeps it.
         lsr_gamma / lsr_beta: retrieval and LM temperatures of LSR.
-        lsr_gold_candidate: a training query whose gold chunk was not retrieved among its
-            ``lsr_top_k`` candidates gets it as its last candidate (needs gold ids); a
-            changed objective, see ``LSRTrainingArgs.gold_candidate``.
+        lsr_gold_candidate: (default on) a training query whose gold chunk was not
+            retrieved among its ``lsr_top_k`` candidates gets it as its last candidate
+            (where the site's rows have gold ids; others train as before); a changed
+            objective, see ``LSRTrainingArgs.gold_candidate``.
         max_length: longest prompt + response in tokens.
         fraction_train / fraction_evaluate: fraction of connected sites sampled per round.
         min_sites: minimum number of sites to train and evaluate with, and to wait for.
