@@ -75,7 +75,7 @@ def main() -> None:
 
     from fedrag_flower.data import default_qa
     from fedrag_flower.rag import RAGSystem
-    from fedrag_flower.rag.generator import cpu_supports_bf16
+    from fedrag_flower.rag.precision import cpu_supports_bf16
 
     questions = [row["query"] for row in default_qa("test")[: args.questions]]
     with tempfile.TemporaryDirectory() as tmp:

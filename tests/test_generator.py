@@ -144,7 +144,7 @@ def test_frozen_a_stays_frozen_after_the_adapter_is_switched_off_and_on(tiny_gen
 def test_fedrag_bf16_forces_the_autocast_choice_and_names_a_bad_value(
     tiny_generator_dir, monkeypatch
 ):
-    from fedrag_flower.rag.generator import cpu_supports_bf16
+    from fedrag_flower.rag.precision import cpu_supports_bf16
 
     monkeypatch.setenv("FEDRAG_BF16", "0")  # the fp32 path of a CPU without native bf16
     assert cpu_supports_bf16() is False

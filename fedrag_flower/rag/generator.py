@@ -18,7 +18,7 @@ from fedrag_flower.rag.lora import (
     trainable_parameters,
 )
 from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
-from fedrag_flower.rag.precision import autocast_for, cpu_supports_bf16
+from fedrag_flower.rag.precision import autocast_for, bf16_by_default
 
 _DEFAULT_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj"]
 
@@ -69,13 +69,11 @@ class Generator:
         base.eval()
         self.model = attach_lora(base, self.lora, _DEFAULT_TARGETS)
         self.model.eval()
-        if bf16 is None:
-            bf16 = device.startswith("cuda") or cpu_supports_bf16()
-        self.bf16 = bf16
+        self.bf16 = bf16_by_default(device) if bf16 is None else bf16
         if bf16_weights is None:
             off = os.environ.get("FEDRAG_BF16_WEIGHTS", "1") == "0"
             bf16_weights = not device.startswith("cuda") and not off
-        self.bf16_weights = bool(bf16 and bf16_weights)
+        self.bf16_weights = bool(self.bf16 and bf16_weights)
         self.weights_in_bf16 = False
 
     def prepare_for_training(self) -> None:

@@ -29,6 +29,12 @@ def cpu_supports_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def bf16_by_default(device: str) -> bool:
+    """Whether training on ``device`` uses bf16 autocast unless told otherwise: always on
+    CUDA, on CPU where it has native bf16 (``cpu_supports_bf16``)."""
+    return device.startswith("cuda") or cpu_supports_bf16()
+
+
 def autocast_for(bf16: bool, device: str):
     """bf16 autocast on ``device`` when ``bf16``, else a context that changes nothing."""
     if not bf16:

@@ -15,7 +15,7 @@ from fedrag_flower.rag.lora import (
     trainable_parameters,
 )
 from fedrag_flower.rag.lora import load_adapter_state_dict as _load_adapter
-from fedrag_flower.rag.precision import autocast_for, cpu_supports_bf16
+from fedrag_flower.rag.precision import autocast_for, bf16_by_default
 
 _BERT_TARGETS = ["query", "value"]
 
@@ -67,7 +67,7 @@ class Retriever:
         self.context_model_name_or_path = context_model_name_or_path
         self.lora = lora if lora is not None else LoraSettings(r=8, alpha=16, dropout=0.0)
         self.device = device
-        self.bf16 = device.startswith("cuda") or cpu_supports_bf16() if bf16 is None else bf16
+        self.bf16 = bf16_by_default(device) if bf16 is None else bf16
         self.query_model = SentenceTransformer(resolve_retriever(model_name_or_path), device=device)
         self.context_model = (
             SentenceTransformer(resolve_retriever(context_model_name_or_path), device=device)
