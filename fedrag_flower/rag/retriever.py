@@ -1,13 +1,13 @@
-"""The retriever: a sentence-transformers encoder with a LoRA adapter on the query path."""
+"""The retriever: a sentence-transformers model with a LoRA adapter on the query path."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sentence_transformers import SentenceTransformer
 
 from fedrag_flower.models import PACKAGED_RETRIEVER, resolve_retriever
+from fedrag_flower.rag.encoder import load_encoder
 from fedrag_flower.rag.lora import (
     LoraSettings,
     adapter_state_dict,
@@ -68,27 +68,23 @@ class Retriever:
         self.lora = lora if lora is not None else LoraSettings(r=8, alpha=16, dropout=0.0)
         self.device = device
         self.bf16 = bf16_by_default(device) if bf16 is None else bf16
-        self.query_model = SentenceTransformer(resolve_retriever(model_name_or_path), device=device)
+        self.query_model = load_encoder(resolve_retriever(model_name_or_path), device)
         self.context_model = (
-            SentenceTransformer(resolve_retriever(context_model_name_or_path), device=device)
+            load_encoder(resolve_retriever(context_model_name_or_path), device)
             if context_model_name_or_path
             else None
         )
-        encoder = self.query_model[0]
         # PEFT injects the LoRA layers into the encoder in place; keeping the PeftModel in
-        # the module's slot also gives us its disable_adapter() for the chunk side.
-        self.peft_model = attach_lora(encoder.model, self.lora, _BERT_TARGETS)
-        encoder.model = self.peft_model
+        # the backbone's slot also gives us its disable_adapter() for the chunk side.
+        self.peft_model = attach_lora(self.query_model.backbone, self.lora, _BERT_TARGETS)
+        self.query_model.replace_backbone(self.peft_model)
         for module in (self.query_model, self.context_model):
             if module is not None:
                 module.eval()
 
     @property
     def dim(self) -> int:
-        # sentence-transformers 6 renamed the method (the old name warns); 5.x has only it
-        model = self.query_model
-        method = getattr(model, "get_embedding_dimension", None)
-        return (method or model.get_sentence_embedding_dimension)()
+        return self.query_model.dim
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return trainable_parameters(self.peft_model, self.lora)
@@ -111,10 +107,7 @@ class Retriever:
 
     def query_embeddings(self, texts: list[str]) -> torch.Tensor:
         """Unit-norm query embeddings as a tensor that carries gradient into the adapter."""
-        features = self.query_model.preprocess(texts)
-        features = {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in features.items()}
-        embeddings = self.query_model(features)["sentence_embedding"]
-        return F.normalize(embeddings, dim=-1)
+        return F.normalize(self.query_model.embed(texts), dim=-1)
 
     @property
     def chunk_encoding(self) -> tuple[int, int] | None:
@@ -146,18 +139,12 @@ class Retriever:
     ) -> np.ndarray:
         """Unit-norm chunk embeddings, float32 numpy: from the frozen context side, or
         with ``adapted`` (and ``adapt_chunks``) through the adapter."""
-        kwargs = dict(
-            batch_size=batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=show_progress,
-        )
         if self.context_model is not None:
-            return self.context_model.encode(texts, **kwargs).astype("float32")
+            return self.context_model.encode(texts, batch_size, show_progress)
         if adapted and self.adapt_chunks:
-            return self.query_model.encode(texts, **kwargs).astype("float32")
+            return self.query_model.encode(texts, batch_size, show_progress)
         with self.peft_model.disable_adapter():
-            return self.query_model.encode(texts, **kwargs).astype("float32")
+            return self.query_model.encode(texts, batch_size, show_progress)
 
     def adapter_state_dict(self) -> dict[str, torch.Tensor]:
         return adapter_state_dict(self.peft_model)
