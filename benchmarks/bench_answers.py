@@ -55,7 +55,7 @@ def query_seconds(system: Path, questions: list[str], trained: bool) -> tuple[fl
         answer = rag.query(question).answer
         tokens += len(rag.generator.tokenizer(answer)["input_ids"])
     seconds = (time.perf_counter() - start) / len(questions)
-    return seconds, tokens // len(questions), rag.generator.bf16_weights
+    return seconds, tokens // len(questions), rag.generator.weights_in_bf16
 
 
 def ask_seconds(system: Path, question: str) -> float:
