@@ -176,3 +176,31 @@ def test_the_default_system_loads_without_importing_sentence_transformers():
         [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_query_embeddings_in_length_groups_match_one_padded_batch():
+    """``Retriever.query_embeddings`` encodes in groups of similar length: the same
+    embeddings (fp32, within rounding) and gradients as one padded batch, in input order."""
+    from fedrag_flower.rag.retriever import Retriever
+
+    retriever = Retriever(adapt_chunks=True, bf16=False)
+    torch.manual_seed(0)
+    state = {k: torch.randn_like(v) * 0.05 for k, v in retriever.adapter_state_dict().items()}
+    retriever.load_adapter_state_dict(state)
+    texts = [text[: 7 + 31 * i] for i, text in enumerate(TEXTS * 4)]  # 20 mixed lengths
+
+    def embeddings_and_gradient(encode):
+        retriever.peft_model.zero_grad()
+        embeddings = encode()
+        (embeddings * torch.linspace(-1, 1, embeddings.shape[1])).sum().backward()
+        grads = [p.grad.flatten() for p in retriever.trainable_parameters()]
+        return embeddings.detach(), torch.cat(grads)
+
+    grouped, grouped_grad = embeddings_and_gradient(lambda: retriever.query_embeddings(texts, 6))
+    one, one_grad = embeddings_and_gradient(
+        lambda: torch.nn.functional.normalize(retriever.query_model.embed(texts), dim=-1)
+    )
+    assert grouped.shape == (20, 384)
+    torch.testing.assert_close(grouped, one, atol=1e-5, rtol=0)
+    torch.testing.assert_close(grouped_grad, one_grad, atol=1e-5, rtol=1e-4)
+    assert retriever.query_embeddings([]).shape == (0, 384)
