@@ -204,3 +204,17 @@ def test_query_embeddings_in_length_groups_match_one_padded_batch():
     torch.testing.assert_close(grouped, one, atol=1e-5, rtol=0)
     torch.testing.assert_close(grouped_grad, one_grad, atol=1e-5, rtol=1e-4)
     assert retriever.query_embeddings([]).shape == (0, 384)
+
+
+def test_pooling_counts_only_real_tokens_whichever_side_pads():
+    from fedrag_flower.rag.encoder import _pool
+
+    tokens = torch.arange(24, dtype=torch.float32).view(2, 4, 3)
+    right = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1], [1, 1, 1, 1]])
+    torch.testing.assert_close(_pool(tokens, right, "mean")[0], tokens[0, :2].mean(0))
+    torch.testing.assert_close(_pool(tokens, left, "mean")[0], tokens[0, 2:].mean(0))
+    torch.testing.assert_close(
+        _pool(tokens, left, "cls"), torch.stack([tokens[0, 2], tokens[1, 0]])
+    )
+    torch.testing.assert_close(_pool(tokens, right, "max")[0], tokens[0, 1])

@@ -100,8 +100,9 @@ def load_encoder(name_or_path: str, device: str = "cpu") -> torch.nn.Module:
 def _pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """Pool token states over the real (unmasked) tokens, as sentence-transformers does:
     means are summed in at least fp32 and cast back."""
-    if mode == "cls":
-        return tokens[:, 0]
+    if mode == "cls":  # the first real token, wherever the tokenizer pads
+        first = mask.to(torch.int).argmax(dim=1)
+        return tokens[torch.arange(tokens.shape[0], device=tokens.device), first]
     if mode == "max":
         return tokens.masked_fill(mask.unsqueeze(-1) == 0, float("-inf")).max(dim=1).values
     weights = mask.unsqueeze(-1).to(tokens.dtype)
