@@ -17,6 +17,7 @@ sentence-transformers loads still works. Both expose the same small interface:
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,24 @@ def load_encoder(name_or_path: str, device: str = "cpu") -> torch.nn.Module:
     return PlainEncoder(device=device, **layout)
 
 
+def in_length_groups(
+    texts: list[str],
+    size: int,
+    encode: Callable[[list[str]], torch.Tensor],
+    show_progress: bool = False,
+) -> torch.Tensor:
+    """``encode`` over groups of at most ``size`` texts of similar length (by characters,
+    so a group pads little), its rows put back in the order of ``texts`` (not empty)."""
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    starts = range(0, len(texts), size)
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        starts = tqdm(starts, desc="Batches")
+    parts = [encode([texts[i] for i in order[start : start + size]]) for start in starts]
+    return torch.cat(parts)[torch.argsort(torch.tensor(order))]
+
+
 def _pool(tokens: torch.Tensor, mask: torch.Tensor, mode: str) -> torch.Tensor:
     """Pool token states over the real (unmasked) tokens, as sentence-transformers does:
     means are summed in at least fp32 and cast back."""
@@ -171,24 +190,17 @@ class PlainEncoder(torch.nn.Module):
         self, texts: list[str], batch_size: int = 64, show_progress: bool = False
     ) -> np.ndarray:
         """Unit-norm float32 embeddings without gradient, in batches of similar length
-        (longest first, as sentence-transformers batches them) and returned in input order."""
-        order = np.argsort([-len(t) for t in texts], kind="stable")
-        starts = range(0, len(texts), batch_size)
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Batches")
-        parts = []
-        with torch.inference_mode():
-            for start in starts:
-                batch = [texts[i] for i in order[start : start + batch_size]]
-                parts.append(F.normalize(self.embed(batch).float(), dim=-1).cpu())
-        if not parts:
+        (as sentence-transformers batches them), in input order."""
+        if not texts:
             return np.zeros((0, self.dim), dtype="float32")
-        embeddings = torch.cat(parts).numpy()
-        result = np.empty_like(embeddings)
-        result[order] = embeddings
-        return result
+        with torch.inference_mode():
+            embeddings = in_length_groups(
+                texts,
+                batch_size,
+                lambda batch: F.normalize(self.embed(batch).float(), dim=-1),
+                show_progress,
+            )
+        return embeddings.cpu().numpy()
 
 
 class SentenceTransformersEncoder(torch.nn.Module):

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fedrag_flower.models import PACKAGED_RETRIEVER, resolve_retriever
-from fedrag_flower.rag.encoder import load_encoder
+from fedrag_flower.rag.encoder import in_length_groups, load_encoder
 from fedrag_flower.rag.lora import (
     LoraSettings,
     adapter_state_dict,
@@ -94,16 +94,11 @@ class Retriever:
         ``chunk_embeddings``): bf16 autocast, or fp32 where bf16 is off."""
         return autocast_for(self.bf16, self.device)
 
-    def encode_queries(self, texts: list[str], batch_size: int = 64) -> np.ndarray:
-        """Unit-norm query embeddings (adapter on), as float32 numpy, without gradient."""
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm query embeddings (adapter on), as float32 numpy, without gradient (in
+        groups of similar length, as ``query_embeddings``)."""
         with torch.inference_mode():
-            parts = [
-                self.query_embeddings(texts[i : i + batch_size])
-                for i in range(0, len(texts), batch_size)
-            ]
-        return (
-            torch.cat(parts).float().cpu().numpy() if parts else np.zeros((0, self.dim), "float32")
-        )
+            return self.query_embeddings(texts).float().cpu().numpy()
 
     def query_embeddings(self, texts: list[str], group_rows: int = 12) -> torch.Tensor:
         """Unit-norm query embeddings as a tensor that carries gradient into the adapter.
@@ -115,12 +110,7 @@ class Retriever:
         up to rounding."""
         if not texts:
             return torch.zeros((0, self.dim), device=self.device)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        parts = [
-            self.query_model.embed([texts[i] for i in order[start : start + group_rows]])
-            for start in range(0, len(texts), group_rows)
-        ]
-        embeddings = torch.cat(parts)[torch.argsort(torch.tensor(order))]
+        embeddings = in_length_groups(texts, group_rows, self.query_model.embed)
         return F.normalize(embeddings, dim=-1)
 
     @property
